@@ -1,0 +1,5 @@
+import sys
+
+from cuecraft.cli import main
+
+sys.exit(main())

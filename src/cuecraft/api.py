@@ -1,0 +1,173 @@
+"""The public API: :func:`analyze` and :func:`score`. The CLI is a thin layer over these."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cuecraft.controls.schema import Controls, dumps_controls, load_controls
+from cuecraft.errors import OutputError, ParameterError
+from cuecraft.io.files import OutputSet
+from cuecraft.io.video import VideoInfo, probe
+
+ANALYSIS_FPS = 24.0      # enough for ±21 ms visual-beat timing, cheap enough for >30x real time
+ANALYSIS_WIDTH = 256
+SAMPLE_RATE = 44100
+SIDE_FILES = {"midi": ".mid", "wav": ".wav", "controls": ".controls.json", "timeline": ".timeline.png"}
+
+
+@dataclass(frozen=True)
+class VideoAnalysis:
+    """A probed and analysed video, and the controls its picture implies."""
+
+    info: VideoInfo
+    visual: object          # cuecraft.analysis.VisualAnalysis
+    controls: Controls
+
+
+def _progress(total: int | None, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame" if total else "step", disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+def analyze_video(video: str | os.PathLike, *, progress: bool = False) -> VideoAnalysis:
+    """Probe and analyse ``video`` in one streaming pass; derive its controls.
+
+    Raises
+    ------
+    MediaError
+        If the video is missing, unreadable or unusable.
+    """
+    import math
+
+    from cuecraft.analysis import FrameAnalyzer
+    from cuecraft.controls.from_video import controls_from_analysis
+    from cuecraft.io.video import iter_frames
+
+    info = probe(video)
+    analyzer = FrameAnalyzer(fps=ANALYSIS_FPS)
+    total = max(1, math.ceil(info.duration * ANALYSIS_FPS - 1e-9))
+    with _progress(total, "analysing video", progress) as bar:
+        for t, rgb in iter_frames(info.path, fps=ANALYSIS_FPS, max_width=ANALYSIS_WIDTH, info=info):
+            analyzer.update(t, rgb)
+            bar.update(1)
+    visual = analyzer.finish(duration=info.duration)
+    return VideoAnalysis(info=info, visual=visual, controls=controls_from_analysis(visual))
+
+
+def default_controls_path(video: str | os.PathLike) -> Path:
+    video = Path(video)
+    return video.with_name(f"{video.stem}.controls.json")
+
+
+def analyze(video: str | os.PathLike, *, out: str | os.PathLike | None = None, overwrite: bool = False,
+            progress: bool = False) -> Path:
+    """Write the controls that ``video`` implies to ``out`` (default ``VIDEO_STEM.controls.json``)."""
+    out = Path(out) if out is not None else default_controls_path(video)
+    with OutputSet({"controls": out}, overwrite=overwrite) as outputs:
+        result = analyze_video(video, progress=progress)
+        outputs.temp("controls").write_text(dumps_controls(result.controls), encoding="utf-8")
+        return outputs.commit()["controls"]
+
+
+def output_paths(video: str | os.PathLike, out: str | os.PathLike | None) -> dict[str, Path]:
+    """The scored video and its side files, which sit next to it."""
+    video = Path(video)
+    scored = Path(out) if out is not None else video.with_name(f"{video.stem}.scored.mp4")
+    if scored.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
+        raise ParameterError(f"-o {str(scored)!r}: the scored video must end in .mp4, .m4v, .mov or .mkv")
+    stem = scored.name[: -len(scored.suffix)]
+    if stem.endswith(".scored"):
+        stem = stem[: -len(".scored")]
+    paths = {"video": scored}
+    paths.update({key: scored.with_name(stem + suffix) for key, suffix in SIDE_FILES.items()})
+    return paths
+
+
+def resolve_controls(video: VideoAnalysis, *, controls: str | os.PathLike | Controls | None = None,
+                     reference: str | os.PathLike | None = None) -> Controls:
+    """Controls for scoring: the file's controls first, then the reference's, then the video's."""
+    from cuecraft.controls.reference import load_reference
+
+    chosen = video.controls
+    if reference is not None:
+        ref = load_reference(reference, max_duration=video.info.duration)
+        covered = _covered_until(ref)
+        chosen = ref.spliced_with(video.controls, until=covered)
+    if controls is not None:
+        given = controls if isinstance(controls, Controls) else load_controls(controls)
+        chosen = given.filled_from(chosen)
+    return chosen
+
+
+def _covered_until(controls: Controls) -> float:
+    if controls.duration is not None:
+        return float(controls.duration)
+    ends = [getattr(controls, n)[-1, 0] for n in controls.present]
+    return float(max(ends)) if ends else 0.0
+
+
+def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
+          controls: str | os.PathLike | Controls | None = None, reference: str | os.PathLike | None = None,
+          seed: int = 0, overwrite: bool = False, keep_audio: bool = False, soundfont: str | None = None,
+          progress: bool = False) -> dict[str, Path]:
+    """Score ``video``: write the scored video and its MIDI, WAV, controls and timeline files.
+
+    Parameters
+    ----------
+    video : input video file (never modified)
+    out : the scored video's path (default ``VIDEO_STEM.scored.mp4`` next to the input)
+    controls : a controls JSON file (or a :class:`Controls`); controls it lacks come from the video
+    reference : an audio or MIDI file; its controls apply from its start, one second per second,
+        and the video's controls take over where it ends
+    seed : random seed; the same inputs and seed give the same music
+    overwrite : replace existing outputs
+    keep_audio : mix the video's own audio under the music instead of replacing it
+
+    Returns
+    -------
+    dict of output name -> path: ``video``, ``midi``, ``wav``, ``controls``, ``timeline``.
+    All appear together, or none does.
+    """
+    import io as _io
+
+    from cuecraft.generate.plan import make_plan
+    from cuecraft.io.audio import write_wav
+    from cuecraft.io.mux import mux_music
+    from cuecraft.render.arrange import arrange
+    from cuecraft.render.synth import render_midi
+    from cuecraft.render.timeline import plot_timeline
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
+    paths = output_paths(video, out)
+    if Path(video).resolve() in {p.resolve() for p in paths.values()}:
+        raise OutputError(f"'{paths['video']}': an output would overwrite the input video")
+    with OutputSet(paths, overwrite=overwrite) as outputs:
+        probe(video)  # fail on a bad video before slower work
+        if controls is not None and not isinstance(controls, Controls):
+            load_controls(controls)  # fail on a bad file before analysing
+        analysed = analyze_video(video, progress=progress)
+        final = resolve_controls(analysed, controls=controls, reference=reference)
+        duration = analysed.info.duration
+        with _progress(5, "writing music", progress) as bar:
+            plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
+            midi = arrange(final, plan, duration=duration, seed=seed)
+            buffer = _io.BytesIO()
+            midi.write(buffer)
+            outputs.temp("midi").write_bytes(buffer.getvalue())
+            bar.update(1)
+            audio = render_midi(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
+            write_wav(outputs.temp("wav"), audio, sr=SAMPLE_RATE)
+            bar.update(1)
+            outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
+            visual = analysed.visual
+            plot_timeline(outputs.temp("timeline"), duration=duration, cuts=visual.cuts,
+                          visual_beats=visual.visual_beats, beat_strengths=visual.beat_strengths,
+                          curve_times=visual.times, motion=visual.motion, controls=final)
+            bar.update(1)
+            mux_music(analysed.info.path, audio, outputs.temp("video"), sr=SAMPLE_RATE, keep_audio=keep_audio)
+            bar.update(2)
+        return outputs.commit()
