@@ -80,14 +80,15 @@ def validate_series(name: str, series: np.ndarray, *, beats_per_bar: int = 4,
             f"{where}{name} must be a list of [t, {', '.join(columns)}] points, got shape {arr.shape}")
     if len(arr) == 0:
         raise ControlsError(f"{where}{name} is empty; omit the control instead")
-    for i, (t, *values) in enumerate(arr):
+    rows = arr.tolist()  # Python floats, so messages show 2.0 rather than np.float64(2.0)
+    for i, (t, *values) in enumerate(rows):
         if not math.isfinite(t) or t < 0:
             raise ControlsError(f"{where}{name}[{i}].t = {t!r}: times must be finite seconds >= 0")
         if duration is not None and t > duration + 1e-6:
             raise ControlsError(f"{where}{name}[{i}].t = {t!r}: after the duration {duration!r} s")
-        if i and t <= arr[i - 1, 0]:
+        if i and t <= rows[i - 1][0]:
             raise ControlsError(
-                f"{where}{name}[{i}].t = {t!r}: times must increase strictly (previous {arr[i - 1, 0]!r})")
+                f"{where}{name}[{i}].t = {t!r}: times must increase strictly (previous {rows[i - 1][0]!r})")
         for column, value in zip(columns, values):
             _check_value(name, column, i, value, beats_per_bar=beats_per_bar, where=where)
     return arr

@@ -40,8 +40,17 @@ def check_output_paths(paths: list[Path], *, overwrite: bool) -> None:
         folder = path.parent
         if not folder.is_dir():
             raise OutputError(f"'{folder}': output directory does not exist")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(f"'{folder}': output directory is not writable")
+        _check_writable(folder)
+
+
+def _check_writable(folder: Path) -> None:
+    # Try it rather than trust os.access: root passes os.access checks on read-only mounts.
+    try:
+        fd, name = tempfile.mkstemp(prefix=".cuecraft-write-test.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"'{folder}': output directory is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def _temp_sibling(path: Path) -> Path:

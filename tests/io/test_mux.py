@@ -1,0 +1,44 @@
+import av
+import numpy as np
+
+from cuecraft.io.audio import load_audio
+from cuecraft.io.mux import mux_music
+from cuecraft.io.video import probe
+
+
+def _packets(path, kind):
+    with av.open(str(path)) as c:
+        stream = getattr(c.streams, kind)[0]
+        return [bytes(p) for p in c.demux(stream) if p.size]
+
+
+def _tone(sr, seconds, freq=1000.0, amp=0.5):
+    t = np.arange(int(sr * seconds)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_video_stream_copied_and_audio_replaced(small_video, tmp_path):
+    sr = 44100
+    before = small_video.read_bytes()
+    out = mux_music(small_video, _tone(sr, 6.0), tmp_path / "out.mp4", sr=sr)
+    assert small_video.read_bytes() == before  # input untouched
+    assert _packets(out, "video") == _packets(small_video, "video")  # copied bit for bit, not re-encoded
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams].count("audio") == 1
+        assert c.streams.audio[0].codec_context.name == "aac"
+    y = load_audio(out, sr=sr)
+    spectrum = np.abs(np.fft.rfft(y[sr:3 * sr]))
+    assert abs(np.argmax(spectrum) * sr / (2 * sr) - 1000) < 5  # our tone, not the original's
+    assert abs(probe(out).duration - probe(small_video).duration) < 0.05
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_keep_audio_mixes_original(small_video, tmp_path):
+    sr = 44100
+    original = load_audio(small_video, sr=sr)
+    silent = np.zeros(int(6.0 * sr), np.float32)
+    replaced = load_audio(mux_music(small_video, silent, tmp_path / "a.mp4", sr=sr), sr=sr)
+    kept = load_audio(mux_music(small_video, silent, tmp_path / "b.mp4", sr=sr, keep_audio=True), sr=sr)
+    assert np.sqrt(np.mean(replaced[sr:-sr] ** 2)) < 1e-3
+    rms_kept, rms_orig = np.sqrt(np.mean(kept[sr:-sr] ** 2)), np.sqrt(np.mean(original[sr:-sr] ** 2))
+    assert rms_orig > 1e-3 and 0.5 * rms_orig < rms_kept < 1.2 * rms_orig
