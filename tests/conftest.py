@@ -10,6 +10,11 @@ SMALL_EVENTS = SyntheticEvents(cuts=(2.0, 4.1), flashes=(3.0,), impacts=tuple(0.
 
 
 @pytest.fixture(scope="session")
+def small_events():
+    return SMALL_EVENTS
+
+
+@pytest.fixture(scope="session")
 def small_video(tmp_path_factory):
     """6 s, 320x180, 24 fps, with an AAC audio track; cuts at 2.0 and 4.1 s, impacts every 0.5 s."""
     path = tmp_path_factory.mktemp("media") / "small clip.mp4"

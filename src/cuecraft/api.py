@@ -143,8 +143,10 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
     paths = output_paths(video, out)
-    if Path(video).resolve() in {p.resolve() for p in paths.values()}:
-        raise OutputError(f"'{paths['video']}': an output would overwrite the input video")
+    inputs = [Path(p) for p in (video, controls, reference) if isinstance(p, (str, os.PathLike))]
+    for path in paths.values():
+        if any(path.resolve() == i.resolve() for i in inputs):
+            raise OutputError(f"'{path}': an output would overwrite an input; choose another -o")
     with OutputSet(paths, overwrite=overwrite) as outputs:
         probe(video)  # fail on a bad video before slower work
         if controls is not None and not isinstance(controls, Controls):

@@ -58,7 +58,15 @@ def _temp_sibling(path: Path) -> Path:
     # same suffix, so writers that pick a format from the extension still work.
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
+    # mkstemp makes 0600 files; outputs should get the usual permissions (0666 minus umask).
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -1,0 +1,37 @@
+"""End-to-end `cuecraft score` time for a 60 s 640x360 video.
+
+Two figures: warm (in-process, after one short run has paid librosa's numba compilation)
+and cold (a fresh `python -m cuecraft score` process, as a user runs it).
+
+    .venv/bin/python benchmarks/bench_score.py [SECONDS]
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import example_video, print_table
+
+
+def measure(seconds: float = 60.0) -> list[tuple[str, str, str]]:
+    from cuecraft.api import score
+
+    video = example_video(seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        score(example_video(4.0), out=Path(tmp) / "warm.mp4")
+        start = time.perf_counter()
+        score(video, out=Path(tmp) / "a.mp4")
+        warm = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cuecraft", "score", str(video), "-o", str(Path(tmp) / "b.mp4"), "-q"],
+                       check=True, stdout=subprocess.DEVNULL)
+        cold = time.perf_counter() - start
+    return [(f"score {seconds:g} s 640x360, warm (in process)", f"{warm:.2f} s", "<= 6 s"),
+            (f"score {seconds:g} s 640x360, cold (new process)", f"{cold:.2f} s", "<= 6 s")]
+
+
+if __name__ == "__main__":
+    print_table(measure(float(sys.argv[1]) if len(sys.argv) > 1 else 60.0))

@@ -1,0 +1,24 @@
+"""Run every benchmark and print one table of figures, goals and the machine.
+
+    .venv/bin/python benchmarks/run.py            # all (the 10-minute memory run takes a few minutes)
+    .venv/bin/python benchmarks/run.py --quick    # skip the memory run
+"""
+from __future__ import annotations
+
+import sys
+
+import bench_analysis
+import bench_memory
+import bench_score
+from common import print_table
+
+
+def main() -> None:
+    rows = bench_analysis.measure() + bench_score.measure()
+    if "--quick" not in sys.argv:
+        rows += bench_memory.measure()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
