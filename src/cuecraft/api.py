@@ -11,7 +11,6 @@ from cuecraft.io.files import OutputSet
 from cuecraft.io.video import VideoInfo, probe
 
 ANALYSIS_FPS = 24.0      # enough for ±21 ms visual-beat timing, cheap enough for >30x real time
-ANALYSIS_WIDTH = 256
 SAMPLE_RATE = 44100
 SIDE_FILES = {"midi": ".mid", "wav": ".wav", "controls": ".controls.json", "timeline": ".timeline.png"}
 
@@ -42,7 +41,7 @@ def analyze_video(video: str | os.PathLike, *, progress: bool = False) -> VideoA
     """
     import math
 
-    from cuecraft.analysis import FrameAnalyzer
+    from cuecraft.analysis.visual import ANALYSIS_WIDTH, FrameAnalyzer
     from cuecraft.controls.from_video import controls_from_analysis
     from cuecraft.io.video import iter_frames
 

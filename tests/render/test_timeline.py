@@ -55,7 +55,7 @@ def test_controls_without_beat_or_intensity(tmp_path):
     ({"duration": 0.0}, "duration = 0.0"),
     ({"beat_strengths": [1.0]}, "beat_strengths has 1"),
     ({"motion": [1.0, 2.0]}, "motion has 2"),
-    ({"cuts": [1.0, float("nan")]}, "cuts contains nan"),
+    ({"cuts": [1.0, float("nan")]}, "cuts must be finite, got nan"),
 ])
 def test_rejects_bad_inputs(tmp_path, overrides, match):
     with pytest.raises(ParameterError, match=match):

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from cuecraft.analysis.colour import check_frame
+from cuecraft.checks import positive
 from cuecraft.errors import ParameterError
 
 __all__ = ["hsv_histogram", "histogram_distance", "CutDetector", "detect_cuts", "check_fps"]
@@ -25,13 +26,7 @@ _H_BINS, _S_BINS, _V_BINS = 16, 8, 8
 
 def check_fps(fps: float) -> float:
     """Return ``fps`` as a float, or raise :class:`ParameterError` if it is not positive and finite."""
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        raise ParameterError(f"fps must be a positive number, got {fps!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ParameterError(f"fps must be a positive finite number, got {fps!r}")
-    return value
+    return positive("fps", fps)
 
 
 def hsv_histogram(hsv: np.ndarray) -> np.ndarray:

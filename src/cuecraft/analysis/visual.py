@@ -17,6 +17,7 @@ import numpy as np
 from cuecraft.analysis.colour import check_frame, colour_stats
 from cuecraft.analysis.cuts import CutDetector, check_fps, hsv_histogram
 from cuecraft.analysis.motion import FlowTracker, impact_envelope, visual_beats, visual_tempo
+from cuecraft.checks import positive
 from cuecraft.errors import ParameterError
 
 __all__ = ["VisualAnalysis", "FrameAnalyzer", "analyze_frames", "downscale", "ANALYSIS_WIDTH"]
@@ -163,12 +164,7 @@ class FrameAnalyzer:
         ParameterError
             If ``duration`` is invalid or no frame was given.
         """
-        try:
-            duration = float(duration)
-        except (TypeError, ValueError):
-            raise ParameterError(f"duration must be a positive number of seconds, got {duration!r}") from None
-        if not math.isfinite(duration) or duration <= 0:
-            raise ParameterError(f"duration must be a positive finite number of seconds, got {duration!r}")
+        duration = positive("duration", duration)
         if not self._times:
             raise ParameterError("no frames were analysed (0 frames given before finish())")
         times = np.asarray(self._times, dtype=np.float64)

@@ -29,6 +29,7 @@ import numpy as np
 
 from cuecraft.controls.resample import time_base
 from cuecraft.controls.schema import Controls
+from cuecraft.checks import finite_1d
 from cuecraft.errors import MediaError, ParameterError
 from cuecraft.io.files import check_input_file
 
@@ -83,15 +84,6 @@ def _check_pm(pm: object) -> None:
         raise ParameterError(f"pm must be a pretty_midi.PrettyMIDI, got {type(pm).__name__}")
 
 
-def _check_times(times: np.ndarray) -> np.ndarray:
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1:
-        raise ParameterError(f"times must be a 1-D array of seconds, got shape {times.shape}")
-    if not np.all(np.isfinite(times)):
-        raise ParameterError(f"times must be finite, got {times[~np.isfinite(times)][0]!r}")
-    return times
-
-
 def _check_seconds(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
             or value <= 0:
@@ -143,7 +135,7 @@ def top_voice(pm, times: np.ndarray) -> np.ndarray:
     [T] float MIDI pitch, NaN where no pitched note sounds.
     """
     _check_pm(pm)
-    times = _check_times(times)
+    times = finite_1d("times", times)
     start, end, pitch, _ = _notes(pm, drums=False)
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
@@ -178,7 +170,7 @@ def note_intensity_db(pm, times: np.ndarray, *, window: float = 1.0) -> np.ndarr
     [T] float dB
     """
     _check_pm(pm)
-    times = _check_times(times)
+    times = finite_1d("times", times)
     window = _check_seconds("window", window)
     start, end, _, velocity = _notes(pm, drums=True)
     end = np.maximum(end, start + MIN_NOTE_SECONDS)
@@ -224,7 +216,7 @@ def estimate_emotion(pm, times: np.ndarray, *, window: float = 4.0) -> np.ndarra
     [T, 2] float: valence, arousal
     """
     _check_pm(pm)
-    times = _check_times(times)
+    times = finite_1d("times", times)
     window = _check_seconds("window", window)
     # Windows stop at the piece's ends, so its first and last seconds are not diluted by silence.
     lo = np.maximum(times - window / 2, 0.0)

@@ -10,16 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from cuecraft.controls.schema import Controls
+from cuecraft.checks import finite_1d
 from cuecraft.errors import ParameterError
-
-
-def _check_times(times: np.ndarray) -> np.ndarray:
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1:
-        raise ParameterError(f"times must be a 1-D array, got shape {times.shape}")
-    if times.size and (not np.all(np.isfinite(times))):
-        raise ParameterError(f"times must be finite, got {times[~np.isfinite(times)][0]!r}")
-    return times
 
 
 def time_base(*, duration: float, rate: float) -> np.ndarray:
@@ -34,13 +26,13 @@ def time_base(*, duration: float, rate: float) -> np.ndarray:
 
 def sample_linear(series: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Linear interpolation of each value column at ``times``; ``[T, width]``."""
-    times = _check_times(times)
+    times = finite_1d("times", times)
     return np.stack([np.interp(times, series[:, 0], series[:, j]) for j in range(1, series.shape[1])], axis=1)
 
 
 def sample_hold(series: np.ndarray, times: np.ndarray) -> np.ndarray:
     """The value of the last point at or before each time (NaN before the first point); ``[T]``."""
-    times = _check_times(times)
+    times = finite_1d("times", times)
     idx = np.searchsorted(series[:, 0], times, side="right") - 1
     out = np.full(times.shape, np.nan)
     ok = idx >= 0
@@ -54,7 +46,7 @@ def beat_count(beat: np.ndarray, times: np.ndarray) -> np.ndarray:
     Beat k sits at count k. Between beats the count is linear in time; before the first and
     after the last beat it extrapolates with the first/last interval (0.5 s for a single beat).
     """
-    times = _check_times(times)
+    times = finite_1d("times", times)
     t = beat[:, 0]
     k = np.arange(len(t), dtype=float)
     first = t[1] - t[0] if len(t) > 1 else 0.5
@@ -71,7 +63,7 @@ def beat_impulses(beat: np.ndarray, times: np.ndarray, *, width: float = 0.05) -
 
     Column 0 is every beat, column 1 the downbeats (position 0), as MTCV2M's beat control.
     """
-    times = _check_times(times)
+    times = finite_1d("times", times)
     if not np.isfinite(width) or width <= 0:
         raise ParameterError(f"width = {width!r}: must be seconds > 0")
     out = np.zeros((len(times), 2))
@@ -108,7 +100,7 @@ def resample(controls: Controls, times: np.ndarray) -> dict[str, np.ndarray]:
       - ``intensity``: ``[T]`` dB
       - ``emotion``: ``[T, 2]`` valence, arousal
     """
-    times = _check_times(times)
+    times = finite_1d("times", times)
     out: dict[str, np.ndarray] = {}
     if controls.beat is not None:
         out["beat"] = beat_impulses(controls.beat, times)

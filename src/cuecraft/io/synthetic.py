@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cuecraft.checks import positive
 from cuecraft.errors import CuecraftError, MediaError, OutputError, ParameterError
 from cuecraft.io.files import atomic_path
 
@@ -77,16 +78,6 @@ class SyntheticEvents:
                 raise ParameterError(f"SyntheticEvents.bursts[{i}] must be (start, end) with 0 <= start < end, got {pair!r}")
             bursts.append((start, end))
         object.__setattr__(self, "bursts", tuple(sorted(bursts)))
-
-
-def _check_positive(name: str, value: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ParameterError(f"{name} must be a positive finite number, got {value!r}")
-    return value
 
 
 def _check_size(name: str, value: int, *, even: bool) -> int:
@@ -225,8 +216,8 @@ def synthetic_frames(
     ParameterError
         If ``duration`` or ``fps`` is not positive and finite, or a size is invalid.
     """
-    duration = _check_positive("duration", duration)
-    fps = _check_positive("fps", fps)
+    duration = positive("duration", duration)
+    fps = positive("fps", fps)
     width = _check_size("width", width, even=False)
     height = _check_size("height", height, even=False)
     if not isinstance(events, SyntheticEvents):
@@ -322,10 +313,10 @@ def write_synthetic_video(
     """
     import av
 
-    fps = _check_positive("fps", fps)
+    fps = positive("fps", fps)
     width = _check_size("width", width, even=True)
     height = _check_size("height", height, even=True)
-    sample_rate = _check_positive("sample_rate", sample_rate)
+    sample_rate = positive("sample_rate", sample_rate)
     if sample_rate != int(sample_rate):
         raise ParameterError(f"sample_rate must be a whole number of Hz, got {sample_rate!r}")
     frames = synthetic_frames(duration=duration, fps=fps, width=width, height=height, events=events, seed=seed)
@@ -396,7 +387,7 @@ def example_events(duration: float) -> SyntheticEvents:
     -------
     SyntheticEvents
     """
-    duration = _check_positive("duration", duration)
+    duration = positive("duration", duration)
     impacts = tuple(np.round(np.arange(0.5, duration - 0.25, 0.5), 6))
     # Alternate on-grid cuts with cuts 0.19 s off the impact grid.
     cuts = [round(float(c) + 0.19 * (k % 2), 6) for k, c in enumerate(np.arange(4.0, duration - 1.0, 4.0))]

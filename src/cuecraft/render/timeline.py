@@ -14,20 +14,12 @@ from typing import Sequence
 import numpy as np
 
 from cuecraft.controls.schema import Controls
+from cuecraft.checks import finite_1d
 from cuecraft.io.files import atomic_path
 from cuecraft.errors import OutputError, ParameterError
 
 FIGSIZE_IN = (16.0, 6.0)
 DPI = 100  # with FIGSIZE_IN: 1600 x 600 pixels
-
-
-def _series(name: str, values: Sequence[float]) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1:
-        raise ParameterError(f"{name} must be 1-D, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ParameterError(f"{name} contains {float(arr[~np.isfinite(arr)][0])!r}: values must be finite")
-    return arr
 
 
 def _draw(fig, *, duration, cuts, visual_beats, beat_strengths, curve_times, motion, controls) -> None:
@@ -114,9 +106,9 @@ def plot_timeline(path: str | os.PathLike, *, duration: float, cuts: Sequence[fl
         raise ParameterError(f"duration = {duration!r}: must be finite seconds > 0")
     if not isinstance(controls, Controls):
         raise ParameterError(f"controls = {controls!r}: must be a Controls object")
-    cuts_a = _series("cuts", cuts)
-    beats_a, strengths_a = _series("visual_beats", visual_beats), _series("beat_strengths", beat_strengths)
-    times_a, motion_a = _series("curve_times", curve_times), _series("motion", motion)
+    cuts_a = finite_1d("cuts", cuts)
+    beats_a, strengths_a = finite_1d("visual_beats", visual_beats), finite_1d("beat_strengths", beat_strengths)
+    times_a, motion_a = finite_1d("curve_times", curve_times), finite_1d("motion", motion)
     if len(beats_a) != len(strengths_a):
         raise ParameterError(f"visual_beats has {len(beats_a)} values but beat_strengths has {len(strengths_a)}")
     if len(times_a) != len(motion_a):

@@ -1,0 +1,31 @@
+"""Input checks shared by every stage (librosa style: the message names the argument and shows the value)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cuecraft.errors import ParameterError
+
+
+def positive(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite number > 0 (not a bool), else ParameterError."""
+    if isinstance(value, bool):
+        raise ParameterError(f"{name} must be a positive finite number, got {value!r}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a positive finite number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ParameterError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
+def finite_1d(name: str, values: object) -> np.ndarray:
+    """``values`` as a 1-D float array with only finite entries, else ParameterError."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1:
+        raise ParameterError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError(f"{name} must be finite, got {float(arr[~np.isfinite(arr)][0])!r}")
+    return arr
