@@ -2,7 +2,7 @@
 
 The mapping (DESIGN.md, "Video -> controls"):
 
-- **beat**: a dynamic-programming beat tracker (librosa's, Ellis 2007) run on the visual
+- **beat**: a dynamic-programming beat tracker (Ellis 2007, as librosa's) run on the visual
   impact envelope plus strong impulses at scene cuts, at the visual tempo. The grid is
   therefore phase-aligned to strong visual beats and its local tempo bends to reach cuts;
   the beat nearest each cut is then moved onto it and becomes a downbeat (a hit point).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cuecraft.controls.beat_tracker import track_beats
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
 
@@ -47,8 +48,6 @@ def cut_rate(cuts: np.ndarray, times: np.ndarray, *, window: float = 8.0) -> np.
 
 def beat_grid(analysis, *, beats_per_bar: int = 4) -> np.ndarray:
     """``[N, 2]`` (time, position_in_bar) covering the whole video; cuts fall on downbeats."""
-    import librosa
-
     fps, duration = float(analysis.fps), float(analysis.duration)
     period = 60.0 / float(analysis.tempo)
     cuts = np.asarray(analysis.cuts, dtype=float)
@@ -58,8 +57,7 @@ def beat_grid(analysis, *, beats_per_bar: int = 4) -> np.ndarray:
         envelope[frames] = np.maximum(envelope[frames], CUT_WEIGHT)
     beats = np.empty(0)
     if len(envelope) > 2 and envelope.max() > 0:
-        _, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=fps, hop_length=1, bpm=float(analysis.tempo),
-                                           tightness=200, trim=False, units="time")
+        beats = track_beats(envelope, fps=fps, bpm=float(analysis.tempo), tightness=200.0) / fps
     beats = np.unique(np.round(beats, 4)) if len(beats) >= 2 else np.array([0.0, period])
     beats = _snap_to_cuts(beats, cuts, period=period)
     beats = _fill_edges(beats, duration=duration, period=period)
