@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import av
+import media
 import mir_eval
 import numpy as np
 import pytest
@@ -123,6 +124,9 @@ BAD_CASES = {
     "empty file": (lambda clip, tmp: (clip.write_bytes(b""), ["score", clip])[1], "empty"),
     "text as video": (lambda clip, tmp: (clip.write_text("not a video"), ["score", clip])[1], "not a readable"),
     "truncated": (lambda clip, tmp: (clip.write_bytes(clip.read_bytes()[:20000]), ["score", clip])[1], "mp4"),
+    "audio only": (lambda clip, tmp: (media.audio_only(clip), ["score", clip])[1], "audio only"),
+    "still image": (lambda clip, tmp: (media.still_png(clip), ["score", clip])[1], "still image"),
+    "zero duration": (lambda clip, tmp: (media.no_frames(clip), ["score", clip])[1], "no video stream"),
     "bad json": (lambda clip, tmp: ["score", clip, *_bad_controls(tmp, "{oops")], "bad JSON"),
     "wrong version": (lambda clip, tmp: ["score", clip, *_bad_controls(tmp, '{"version": 9}')], "version = 9"),
     "nan": (lambda clip, tmp: ["score", clip, *_bad_controls(tmp, '{"version": 1, "intensity": [[0, NaN]]}')], "NaN"),

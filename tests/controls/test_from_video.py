@@ -40,7 +40,8 @@ def test_cuts_become_downbeats_with_local_tempo_warp():
     i = np.argmin(np.abs(grid[:, 0] - 4.0))
     np.testing.assert_array_equal(grid[i:i + 5, 1], [0, 1, 2, 3, 0])
     intervals = np.diff(grid[:, 0])
-    assert intervals.min() > 0.3 and intervals.max() < 0.75  # warped, not broken
+    assert intervals.min() > 0.38 and intervals.max() < 0.62  # warped gently (±24 %), no hiccup
+    assert np.max(np.abs(np.diff(intervals))) < 0.22
 
 
 def test_no_motion_gives_a_steady_grid_at_the_tempo():

@@ -2,6 +2,7 @@ import math
 from fractions import Fraction
 
 import av
+import media
 import numpy as np
 import pytest
 
@@ -85,42 +86,13 @@ def test_bad_fps(small_video, fps):
         next(iter_frames(small_video, fps=fps))
 
 
-def _audio_only(path):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=44100, layout="mono")
-        for i in range(0, 44100, 1024):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 44100, i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-
-
-def _still_png(path):
-    with av.open(str(path), "w", format="image2pipe") as c:
-        s = c.add_stream("png", rate=1)
-        s.width, s.height, s.pix_fmt = 32, 32, "rgb24"
-        for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
-            c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-
-
-def _no_frames(path):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=24)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        c.start_encoding()  # header only: a container with zero frames
-
-
 @pytest.mark.parametrize("make, needle", [
     (lambda p: None, "no such"),
     (lambda p: p.write_bytes(b""), "empty"),
     (lambda p: p.write_text("hello, I am not a video\n" * 10), "not a readable video"),
-    (_audio_only, "audio only"),
-    (_still_png, "still image"),
-    (_no_frames, "no video stream|no frames|zero duration"),
+    (media.audio_only, "audio only"),
+    (media.still_png, "still image"),
+    (media.no_frames, "no video stream|no frames|zero duration"),
 ])
 def test_bad_videos(tmp_path, make, needle):
     path = tmp_path / "bad video ü.mp4"

@@ -24,6 +24,7 @@ INTENSITY_FLOOR_DB = -30.0
 INTENSITY_SPAN_DB = 24.0
 INTENSITY_RATE = 4.0
 EMOTION_RATE = 2.0
+WARP_SPAN = 2          # beats on each side of a cut over which its phase shift is spread
 CUT_WEIGHT = 2.0        # how strongly a cut pulls the beat tracker, relative to the envelope's max (1)
 
 
@@ -60,6 +61,7 @@ def beat_grid(analysis, *, beats_per_bar: int = 4) -> np.ndarray:
         beats = track_beats(envelope, fps=fps, bpm=float(analysis.tempo), tightness=200.0) / fps
     beats = np.unique(np.round(beats, 4)) if len(beats) >= 2 else np.array([0.0, period])
     beats = _snap_to_cuts(beats, cuts, period=period)
+    beats = _spread_warp(beats, cuts)
     beats = _fill_edges(beats, duration=duration, period=period)
     positions = _positions(beats, cuts, beats_per_bar=beats_per_bar)
     return np.stack([beats, positions], axis=1)
@@ -81,6 +83,24 @@ def _snap_to_cuts(beats: np.ndarray, cuts: np.ndarray, *, period: float) -> np.n
         elif np.min(np.abs(cuts - beats[i]), initial=np.inf) < 1e-6:
             keep[-1] = i  # the cut wins over the beat before it
     return beats[keep]
+
+
+def _spread_warp(beats: np.ndarray, cuts: np.ndarray, *, span: int = WARP_SPAN) -> np.ndarray:
+    """Spread the phase shift of each snapped cut evenly over ``span`` beats on each side.
+
+    Moving one beat onto a cut would otherwise leave one long and one short interval next
+    to it (a hiccup); this bends the local tempo gently instead. Other cuts stay fixed.
+    """
+    beats = beats.copy()
+    fixed = np.nonzero([np.min(np.abs(cuts - b), initial=np.inf) < 1e-6 for b in beats])[0]
+    for i in fixed:
+        before = fixed[fixed < i]
+        after = fixed[fixed > i]
+        lo = max(i - span, before[-1] if len(before) else 0)
+        hi = min(i + span, after[0] if len(after) else len(beats) - 1)
+        beats[lo:i + 1] = np.linspace(beats[lo], beats[i], i - lo + 1)
+        beats[i:hi + 1] = np.linspace(beats[i], beats[hi], hi - i + 1)
+    return beats
 
 
 def _fill_edges(beats: np.ndarray, *, duration: float, period: float) -> np.ndarray:
