@@ -133,10 +133,10 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     import io as _io
 
     from cuecraft.generate.plan import make_plan
-    from cuecraft.io.audio import write_wav
+    from cuecraft.io.audio import write_wav_blocks
     from cuecraft.io.mux import mux_music
     from cuecraft.render.arrange import arrange
-    from cuecraft.render.synth import render_midi
+    from cuecraft.render.synth import render_blocks
     from cuecraft.render.timeline import plot_timeline
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -160,8 +160,8 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
             midi.write(buffer)
             outputs.temp("midi").write_bytes(buffer.getvalue())
             bar.update(1)
-            audio = render_midi(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
-            write_wav(outputs.temp("wav"), audio, sr=SAMPLE_RATE)
+            music = render_blocks(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
+            write_wav_blocks(outputs.temp("wav"), music, sr=SAMPLE_RATE)
             bar.update(1)
             outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
             visual = analysed.visual
@@ -169,6 +169,7 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                           visual_beats=visual.visual_beats, beat_strengths=visual.beat_strengths,
                           curve_times=visual.times, motion=visual.motion, controls=final)
             bar.update(1)
-            mux_music(analysed.info.path, audio, outputs.temp("video"), sr=SAMPLE_RATE, keep_audio=keep_audio)
+            mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
+                      keep_audio=keep_audio)
             bar.update(2)
         return outputs.commit()

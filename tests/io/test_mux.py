@@ -42,3 +42,37 @@ def test_keep_audio_mixes_original(small_video, tmp_path):
     assert np.sqrt(np.mean(replaced[sr:-sr] ** 2)) < 1e-3
     rms_kept, rms_orig = np.sqrt(np.mean(kept[sr:-sr] ** 2)), np.sqrt(np.mean(original[sr:-sr] ** 2))
     assert rms_orig > 1e-3 and 0.5 * rms_orig < rms_kept < 1.2 * rms_orig
+
+
+def test_music_streamed_from_wav_file(small_video, tmp_path):
+    from cuecraft.io.audio import write_wav
+
+    sr = 44100
+    wav = write_wav(tmp_path / "music.wav", _tone(sr, 6.0, freq=500.0), sr=sr)
+    out = mux_music(small_video, wav, tmp_path / "out.mp4", sr=sr)
+    y = load_audio(out, sr=sr)
+    spectrum = np.abs(np.fft.rfft(y[sr:3 * sr]))
+    assert abs(np.argmax(spectrum) * sr / (2 * sr) - 500) < 5
+    assert abs(len(y) / sr - 6.0) < 0.1
+
+
+def test_wav_with_wrong_rate_is_an_error(small_video, tmp_path):
+    import pytest
+
+    from cuecraft.errors import MediaError
+    from cuecraft.io.audio import write_wav
+
+    wav = write_wav(tmp_path / "music.wav", _tone(22050, 6.0), sr=22050)
+    with pytest.raises(MediaError, match="22050 Hz, expected 44100"):
+        mux_music(small_video, wav, tmp_path / "out.mp4", sr=44100)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_soft_clip_is_identity_below_knee_and_bounded():
+    from cuecraft.io.mux import soft_clip
+
+    x = np.linspace(-3, 3, 601).astype(np.float32)
+    y = soft_clip(x)
+    quiet = np.abs(x) <= 0.9
+    np.testing.assert_array_equal(y[quiet], x[quiet])
+    assert np.all(np.abs(y) <= 1.0) and np.all(np.diff(y) >= 0)

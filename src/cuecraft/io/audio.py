@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -69,15 +70,33 @@ def load_audio(path: str | os.PathLike, *, sr: int = 22050, mono: bool = True,
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, *, sr: int) -> Path:
     """Write float audio ``[n]`` or ``[n, channels]`` in [-1, 1] as 16-bit PCM WAV, atomically."""
-    import soundfile as sf
-
-    sr = _check_sr(sr)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim not in (1, 2) or audio.shape[0] == 0:
         raise ParameterError(f"audio must be [n] or [n, channels] with n > 0, got shape {audio.shape}")
-    if not np.all(np.isfinite(audio)):
-        raise ParameterError("audio contains NaN or Inf")
+    return write_wav_blocks(path, [audio], sr=sr)
+
+
+def write_wav_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], *, sr: int) -> Path:
+    """Write a stream of float blocks ``[n, channels]`` as 16-bit PCM WAV, atomically, in flat memory."""
+    import soundfile as sf
+
+    sr = _check_sr(sr)
     path = Path(path)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
+        handle = None
+        try:
+            for block in blocks:
+                block = np.asarray(block, dtype=np.float32)
+                block = block[:, None] if block.ndim == 1 else block
+                if not np.all(np.isfinite(block)):
+                    raise ParameterError("audio contains NaN or Inf")
+                if handle is None:
+                    handle = sf.SoundFile(str(tmp), "w", samplerate=sr, channels=block.shape[1], subtype="PCM_16",
+                                          format="WAV")
+                handle.write(np.clip(block, -1.0, 1.0))
+        finally:
+            if handle is not None:
+                handle.close()
+        if handle is None:
+            raise ParameterError("audio has no samples")
     return path

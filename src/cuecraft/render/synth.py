@@ -11,6 +11,7 @@ import importlib.util
 import math
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pretty_midi
@@ -34,6 +35,9 @@ LIMIT_WINDOW_S = 0.005  # look-ahead/hold and smoothing of the limiter's gain
 RELEASE_TAIL_S = 1.0  # extra audio after the last note-off when no duration is given
 DRUM_CHANNEL = 9
 _MAX_VOICES = 256
+BLOCK_SECONDS = 10.0  # render/emit granularity: memory is flat in the length of the piece
+# Samples of look-behind/ahead the block-wise limiter keeps: more than its reach (~3 windows).
+LIMIT_CONTEXT = 8 * int(LIMIT_WINDOW_S * 192000)
 
 
 def _readable(path: Path) -> bool:
@@ -163,6 +167,19 @@ def render_midi(pm: pretty_midi.PrettyMIDI, *, sample_rate: int = 44100, soundfo
     MediaError
         If the SoundFont cannot be found or loaded.
     """
+    blocks = list(render_blocks(pm, sample_rate=sample_rate, soundfont=soundfont, duration=duration))
+    return np.concatenate(blocks) if blocks else np.zeros((0, 2), np.float32)
+
+
+def render_blocks(pm: pretty_midi.PrettyMIDI, *, sample_rate: int = 44100,
+                  soundfont: str | os.PathLike | None = None, duration: float | None = None,
+                  block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Like :func:`render_midi`, but yields the audio in blocks of about ``block_seconds``.
+
+    Memory stays flat in the length of the piece. The limiter sees a context of
+    ``LIMIT_CONTEXT`` samples across each block boundary, more than its reach, so the
+    joined blocks equal the whole-piece render sample for sample.
+    """
     import tinysoundfont  # imported here: only rendering needs the compiled synth
 
     if not isinstance(pm, pretty_midi.PrettyMIDI):
@@ -176,7 +193,6 @@ def render_midi(pm: pretty_midi.PrettyMIDI, *, sample_rate: int = 44100, soundfo
     path = find_soundfont(soundfont)
     seconds = duration if duration is not None else pm.get_end_time() + RELEASE_TAIL_S
     n_samples = int(round(seconds * sample_rate))
-
     synth = tinysoundfont.Synth(gain=MASTER_GAIN_DB, samplerate=int(sample_rate))
     try:
         sfid = synth.sfload(str(path), max_voices=_MAX_VOICES)
@@ -188,24 +204,50 @@ def render_midi(pm: pretty_midi.PrettyMIDI, *, sample_rate: int = 44100, soundfo
             synth.program_select(ch, sfid, 0, inst.program, is_drums=inst.is_drum)
         except RuntimeError:  # a SoundFont without this preset: fall back to its first one
             synth.program_select(ch, sfid, 0, 0, is_drums=inst.is_drum)
-
-    out = np.zeros(n_samples * 2, dtype=np.float32)
-    view = memoryview(out).cast("B")
-    frame_bytes = 2 * 4  # stereo float32
-    pos = 0
-    for sample, _, ch, kind, a, b in _events(pm, channels, sample_rate, n_samples):
-        if sample > pos:  # render exactly up to this event, so it starts on its own sample
-            synth.generate_simple(sample - pos, buffer=view[pos * frame_bytes:sample * frame_bytes])
-            pos = sample
-        if kind == "on":
-            synth.noteon(ch, a, b)
-        elif kind == "off":
-            synth.noteoff(ch, a)
-        elif kind == "cc":
-            synth.control_change(ch, a, b)
+    raw = _raw_blocks(synth, _events(pm, channels, sample_rate, n_samples), n_samples=n_samples,
+                      block=max(1, int(block_seconds * sample_rate)))
+    context = np.zeros((0, 2), np.float32)   # already emitted, kept so the limiter sees behind
+    pending = np.zeros((0, 2), np.float32)   # rendered, not yet emitted: the limiter must see ahead
+    for chunk in raw:
+        window = np.concatenate([context, pending, chunk])
+        limited = _limit(window.copy(), sample_rate=int(sample_rate))
+        ready = len(window) - LIMIT_CONTEXT
+        if ready > len(context):
+            out = limited[len(context):ready]
+            yield np.clip(out, -1.0, 1.0, out=out)
+            context = window[ready - LIMIT_CONTEXT:ready]
+            pending = window[ready:]
         else:
-            synth.pitchbend(ch, a)
-    if n_samples > pos:
-        synth.generate_simple(n_samples - pos, buffer=view[pos * frame_bytes:])
-    audio = _limit(out.reshape(n_samples, 2), sample_rate=int(sample_rate))
-    return np.clip(audio, -1.0, 1.0, out=audio)
+            pending = window[len(context):]
+    if len(pending):
+        window = np.concatenate([context, pending])
+        out = _limit(window.copy(), sample_rate=int(sample_rate))[len(context):]
+        yield np.clip(out, -1.0, 1.0, out=out)
+
+
+def _raw_blocks(synth, events: list[tuple], *, n_samples: int, block: int) -> Iterator[np.ndarray]:
+    """Unlimited synth output in blocks; each event starts on its own sample."""
+    pending = iter(events)
+    event = next(pending, None)
+    for start in range(0, n_samples, block):
+        stop = min(n_samples, start + block)
+        out = np.zeros((stop - start) * 2, dtype=np.float32)
+        view = memoryview(out).cast("B")
+        pos = start
+        while event is not None and event[0] < stop:
+            sample, _, ch, kind, a, b = event
+            if sample > pos:  # render exactly up to this event
+                synth.generate_simple(sample - pos, buffer=view[(pos - start) * 8:(sample - start) * 8])
+                pos = sample
+            if kind == "on":
+                synth.noteon(ch, a, b)
+            elif kind == "off":
+                synth.noteoff(ch, a)
+            elif kind == "cc":
+                synth.control_change(ch, a, b)
+            else:
+                synth.pitchbend(ch, a)
+            event = next(pending, None)
+        if stop > pos:
+            synth.generate_simple(stop - pos, buffer=view[(pos - start) * 8:])
+        yield out.reshape(-1, 2)
