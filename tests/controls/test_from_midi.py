@@ -7,7 +7,7 @@ import pretty_midi
 import pytest
 
 from cuecraft.controls.from_midi import (
-    controls_from_midi, estimate_emotion, load_reference_midi, mode_strength, note_intensity_db, top_voice)
+    controls_from_midi, estimate_emotion, load_reference_midi, note_intensity_db, top_voice)
 from cuecraft.controls.resample import sample_hold, sample_linear
 from cuecraft.errors import MediaError, ParameterError
 
@@ -119,18 +119,6 @@ def test_intensity_series_in_controls():
     assert np.allclose(np.diff(controls.intensity[:, 0]), 0.25)
     est = sample_linear(controls.intensity, np.array([1.0, 7.0]))[:, 0]
     assert est[1] > est[0] + 10
-
-
-def test_mode_strength_major_minor_flat():
-    major, minor = np.zeros(12), np.zeros(12)
-    major[[0, 2, 4, 5, 7, 9, 11]] = 1
-    major[[0, 4, 7]] += 1
-    minor[[0, 2, 3, 5, 7, 8, 10]] = 1
-    minor[[0, 3, 7]] += 1
-    m = mode_strength(np.stack([major, minor, np.ones(12), np.zeros(12)]))
-    assert m[0] > 0.1 and m[1] < -0.1 and m[2] == 0 and m[3] == 0
-    with pytest.raises(ParameterError, match="12 pitch classes"):
-        mode_strength(np.ones(11))
 
 
 def test_valence_major_above_minor_and_arousal_fast_above_slow():

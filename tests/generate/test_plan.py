@@ -6,7 +6,7 @@ import pytest
 
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
-from cuecraft.generate.plan import Plan, key_from_melody, make_plan
+from cuecraft.generate.plan import Plan, make_plan
 
 
 def beat_grid(duration: float, *, change_at: float = 16.0, before: float = 0.5, after: float = 0.6) -> np.ndarray:
@@ -45,32 +45,10 @@ def _melody(pcs, step=1.0):
     return np.array([[i * step, pc] for i, pc in enumerate(pcs)], dtype=float)
 
 
-def test_key_from_melody_g_major():
-    # G major scale with tonic/dominant emphasis; the seed must not matter.
-    pcs = [7, 11, 2, 7, 9, 11, 0, 2, 4, 6, 7, 2, 7, 11, 7, 2]
-    for seed in (0, 1, 2):
-        plan = make_plan(controls(melody=_melody(pcs, step=2.5)), cuts=[], duration=40.0, seed=seed)
-        assert (plan.key_root, plan.mode) == (7, "major")
-
-
-def test_key_from_melody_respects_mode_from_emotion():
-    # D natural minor line; negative valence fixes the mode, the melody the tonic.
-    pcs = [2, 5, 9, 2, 4, 5, 7, 9, 10, 9, 5, 2, 0, 2, 9, 2]
-    emotion = np.array([[0.0, -0.5, 0.0], [40.0, -0.5, 0.0]])
-    plan = make_plan(controls(melody=_melody(pcs, step=2.5), emotion=emotion), cuts=[], duration=40.0, seed=5)
-    assert (plan.key_root, plan.mode) == (2, "minor")
-    assert set(pcs) <= set(plan.scale)
-
-
 def test_all_rest_melody_falls_back_to_seed():
     rest = np.array([[0.0, np.nan]])
     with_rest = make_plan(controls(melody=rest), cuts=[], duration=40.0, seed=4)
     assert with_rest == make_plan(controls(), cuts=[], duration=40.0, seed=4)
-
-
-def test_key_from_melody_rejects_empty_histogram():
-    with pytest.raises(ParameterError, match="pitch_class_weights"):
-        key_from_melody(np.zeros(12))
 
 
 def test_sections_snap_to_downbeats_including_after_tempo_change():
@@ -150,3 +128,20 @@ def test_plan_validates(kwargs, match):
     args = {"key_root": 0, "mode": "major", "sections": (0.0,), "progressions": ((0, 4),), **kwargs}
     with pytest.raises(ParameterError, match=match):
         Plan(**args)
+
+
+def test_key_from_melody_g_major():
+    # G major scale with tonic/dominant emphasis; the seed must not matter.
+    pcs = [7, 11, 2, 7, 9, 11, 0, 2, 4, 6, 7, 2, 7, 11, 7, 2]
+    for seed in (0, 1, 2):
+        plan = make_plan(controls(melody=_melody(pcs, step=2.5)), cuts=[], duration=40.0, seed=seed)
+        assert (plan.key_root, plan.mode) == (7, "major")
+
+
+def test_key_from_melody_respects_mode_from_emotion():
+    # D natural minor line; negative valence fixes the mode, the melody the tonic.
+    pcs = [2, 5, 9, 2, 4, 5, 7, 9, 10, 9, 5, 2, 0, 2, 9, 2]
+    emotion = np.array([[0.0, -0.5, 0.0], [40.0, -0.5, 0.0]])
+    plan = make_plan(controls(melody=_melody(pcs, step=2.5), emotion=emotion), cuts=[], duration=40.0, seed=5)
+    assert (plan.key_root, plan.mode) == (2, "minor")
+    assert set(pcs) <= set(plan.scale)

@@ -27,56 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from cuecraft.controls.keys import MODE_SCALE, mode_strength
 from cuecraft.controls.resample import time_base
 from cuecraft.controls.schema import Controls
 from cuecraft.checks import finite_1d
 from cuecraft.errors import MediaError, ParameterError
 from cuecraft.io.files import check_input_file
 
-# Krumhansl & Kessler (1982) probe-tone key profiles, tonic first.
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 EMOTION_RATE = 2.0
 # Sum of (velocity/127)^2 over sounding notes that maps to 0 dB: 16 notes at full velocity.
 REFERENCE_POWER = 16.0
 # MIDI note lengths of drums (and staccato notes) are notional; the sound rings longer.
 MIN_NOTE_SECONDS = 0.2
-# A mode-correlation difference of this size already reads as clearly major or minor.
-MODE_SCALE = 0.15
-
-
-def _zscore_rows(a: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=-1, keepdims=True)
-    return a / a.std(axis=-1, keepdims=True)
-
-
-_PROFILES = _zscore_rows(np.stack([np.roll(p, k) for p in (KK_MAJOR, KK_MINOR) for k in range(12)]))  # [24, 12]
-
-
-def mode_strength(hist: np.ndarray) -> np.ndarray:
-    """Major-versus-minor evidence of pitch-class histograms (Krumhansl-Kessler).
-
-    Parameters
-    ----------
-    hist : [..., 12] non-negative weights per pitch class (0 = C)
-
-    Returns
-    -------
-    [...] ``max_k r(hist, major_k) - max_k r(hist, minor_k)`` where r is Pearson's
-    correlation with the 12 rotations of each profile; > 0 leans major, < 0 minor,
-    0 for a flat or empty histogram.
-    """
-    hist = np.asarray(hist, dtype=float)
-    if hist.shape[-1:] != (12,):
-        raise ParameterError(f"hist must have 12 pitch classes in its last axis, got shape {hist.shape}")
-    centred = hist - hist.mean(axis=-1, keepdims=True)
-    std = centred.std(axis=-1, keepdims=True)
-    flat = std[..., 0] <= 1e-9 * (np.abs(hist).max(axis=-1) + 1e-12)
-    r = (centred / np.where(std > 0, std, 1.0)) @ _PROFILES.T / 12.0  # [..., 24]
-    out = r[..., :12].max(axis=-1) - r[..., 12:].max(axis=-1)
-    return np.where(flat, 0.0, out)
-
-
 def _check_pm(pm: object) -> None:
     import pretty_midi
 

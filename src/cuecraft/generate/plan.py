@@ -15,19 +15,14 @@ from typing import Sequence
 
 import numpy as np
 
+from cuecraft.controls.keys import MODES, key_from_melody
 from cuecraft.controls.resample import beat_count, sample_hold, sample_linear, time_base
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
 
-MODES = ("major", "minor")
 SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11),
     "minor": (0, 2, 3, 5, 7, 8, 10),  # natural minor
-}
-# Krumhansl-Kessler key profiles (probe-tone ratings), index 0 = tonic.
-KK_PROFILES = {
-    "major": (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88),
-    "minor": (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17),
 }
 # Common progressions (scale degrees, one chord per bar). A plan draws a few of these.
 PROGRESSIONS = {
@@ -97,37 +92,6 @@ class Plan:
     def section_index(self, t: float) -> int:
         """Index of the section that contains time ``t`` (seconds)."""
         return max(0, int(np.searchsorted(self.sections, t, side="right")) - 1)
-
-
-def key_from_melody(pitch_class_weights: np.ndarray, *, mode: str | None = None) -> tuple[int, str]:
-    """The key whose Krumhansl-Kessler profile correlates best with a pitch-class histogram.
-
-    Parameters
-    ----------
-    pitch_class_weights : array [12]
-        Time (or count) per pitch class; must not be all zero.
-    mode : str or None
-        Restrict to ``"major"`` or ``"minor"``; ``None`` tries both.
-
-    Returns
-    -------
-    (key_root, mode)
-    """
-    hist = np.asarray(pitch_class_weights, dtype=float)
-    if hist.shape != (12,) or not np.all(np.isfinite(hist)) or np.any(hist < 0) or hist.sum() <= 0:
-        raise ParameterError(f"pitch_class_weights = {hist!r}: must be 12 finite non-negative weights, not all 0")
-    if mode is not None and mode not in MODES:
-        raise ParameterError(f"mode = {mode!r}: must be one of {', '.join(MODES)} or None")
-    best = (-np.inf, 0, "major")
-    for m in (mode,) if mode else MODES:
-        profile = np.asarray(KK_PROFILES[m])
-        for root in range(12):
-            # A single repeated pitch class has zero variance: score it by profile weight.
-            rotated = np.roll(profile, root)
-            score = float(np.corrcoef(hist, rotated)[0, 1]) if hist.std() > 0 else float(rotated @ hist)
-            if score > best[0] + 1e-12:  # strict, so ties keep the first (lowest root, major)
-                best = (score, root, m)
-    return best[1], best[2]
 
 
 def _downbeats(controls: Controls) -> np.ndarray:
