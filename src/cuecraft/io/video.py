@@ -151,8 +151,13 @@ def iter_frames(path: str | os.PathLike, *, fps: float, max_width: int = 256,
     if info.rotation in (90, 270):
         w, h = h, w  # scale in the coded orientation, then rotate
 
+    from av.video.reformatter import Interpolation, VideoReformatter
+
+    reformatter = VideoReformatter()  # one scaler for the stream: building one per frame costs 3x the decode
+
     def convert(frame) -> np.ndarray:
-        rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+        rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24",
+                                   interpolation=Interpolation.AREA).to_ndarray()
         return np.ascontiguousarray(np.rot90(rgb, k=info.rotation // 90)) if info.rotation else rgb
 
     k = 0
