@@ -1,0 +1,1 @@
+"""Evaluation: metrics in the mir_eval shape."""

@@ -1,0 +1,1 @@
+"""Models: the token LM, control guidance, tokenizer and builders."""

@@ -1,0 +1,155 @@
+"""TokenLM: shapes, overfitting, KV-cached decoding equal to the full forward, bad arguments."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cuecraft.errors import ParameterError
+from cuecraft.models.lm import TokenLM
+
+V = 24
+
+
+def tiny(**kwargs) -> TokenLM:
+    torch.manual_seed(0)
+    args = dict(vocab_size=V, d_model=32, n_layers=3, n_heads=4)
+    args.update(kwargs)
+    return TokenLM(**args).eval()
+
+
+def decode_in_chunks(model, tokens, chunks, **kwargs):
+    """Logits from feeding ``tokens`` through a cache in chunks of the given sizes."""
+    cache = model.new_cache(tokens.shape[0], tokens.shape[2] + 4)
+    outs, t = [], 0
+    for i, n in enumerate(chunks):
+        extra = {k: v for k, v in kwargs.items() if k != "prefix" or i == 0}
+        outs.append(model.step(tokens[:, :, t:t + n], cache=cache, **extra))
+        t += n
+    assert t == tokens.shape[2]
+    return torch.cat(outs, dim=2)
+
+
+@pytest.mark.parametrize("n_codebooks", [1, 4])
+def test_forward_backward_shapes(n_codebooks):
+    model = tiny(n_codebooks=n_codebooks).train()
+    tokens = torch.randint(0, V, (2, n_codebooks, 11))
+    logits = model(tokens)
+    assert logits.shape == (2, n_codebooks, 11, V)
+    F.cross_entropy(logits.flatten(0, 2), tokens.flatten()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_cross_attention_off_costs_nothing():
+    names = [n for n, _ in tiny().named_parameters()]
+    assert not any("cross" in n or "norm_x" in n for n in names)
+    with_memory = tiny(cross_attention=True)
+    assert with_memory.num_parameters() > tiny().num_parameters()
+
+
+def test_tiny_batch_overfits():
+    torch.manual_seed(0)
+    model = TokenLM(vocab_size=32, d_model=64, n_layers=2, n_heads=4).train()
+    tokens = torch.randint(0, 32, (4, 1, 33))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(200):
+        logits = model(tokens[:, :, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 2), tokens[:, :, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+@pytest.mark.parametrize("positions", ["rotary", "sinusoidal", "learned"])
+@pytest.mark.parametrize("n_codebooks", [1, 4])
+def test_incremental_decode_equals_full_forward(positions, n_codebooks):
+    model = tiny(n_codebooks=n_codebooks, positions=positions, max_positions=64)
+    tokens = torch.randint(0, V, (2, n_codebooks, 21))
+    with torch.no_grad():
+        full = model(tokens)
+        one_by_one = decode_in_chunks(model, tokens, [1] * 21)
+        mixed = decode_in_chunks(model, tokens, [7, 1, 5, 8])
+    torch.testing.assert_close(one_by_one, full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed, full, atol=1e-5, rtol=0)
+
+
+def test_incremental_decode_with_memory_per_layer_masks_and_prefix():
+    model = tiny(n_codebooks=4, cross_attention=True)
+    B, T, S, P = 2, 19, 6, 2
+    tokens = torch.randint(0, V, (B, 4, T))
+    memory = torch.randn(B, S, 32)
+    prefix = torch.randn(B, P, 32)
+    L = P + T
+    # hand-made block masks over absolute rows: full, windows of 3 memory slots, boolean and additive
+    block = (torch.arange(L)[:, None] * S // L) // 3 == torch.arange(S)[None] // 3  # [L, S]
+    additive = torch.zeros(B, 1, L, S).masked_fill(~block, float("-inf"))
+    masks = [None, block, additive]
+    with torch.no_grad():
+        full = model(tokens, memory=memory, memory_mask=masks, prefix=prefix)
+        assert full.shape == (B, 4, T, V)
+        inc = decode_in_chunks(model, tokens, [4] + [1] * 10 + [5], memory=memory, memory_mask=masks, prefix=prefix)
+        unmasked = model(tokens, memory=memory, prefix=prefix)
+    torch.testing.assert_close(inc, full, atol=1e-5, rtol=0)
+    assert not torch.allclose(unmasked, full, atol=1e-4)  # the masks matter
+
+
+def test_cache_recomputes_memory_keys_when_memory_changes():
+    model = tiny(cross_attention=True)
+    tokens = torch.randint(0, V, (1, 1, 6))
+    m1, m2 = torch.randn(1, 3, 32), torch.randn(1, 3, 32)
+    last = []
+    with torch.no_grad():
+        for memory in (m1, m2):
+            cache = model.new_cache(1, 8)
+            model.step(tokens[:, :, :5], cache=cache, memory=m1)
+            last.append(model.step(tokens[:, :, 5:], cache=cache, memory=memory))
+    assert not torch.allclose(last[0], last[1])
+
+
+def test_small_config_fits_30_mb():
+    model = TokenLM(vocab_size=350, d_model=256, n_layers=6, n_heads=4)
+    assert model.num_parameters() * 4 <= 30 * 2**20
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(d_model=30), "d_model = 30"),
+    (dict(n_heads=0), "n_heads must be a positive integer, got 0"),
+    (dict(positions="alibi"), "alibi"),
+    (dict(dropout=1.5), "1.5"),
+    (dict(vocab_size=True), "True"),
+    (dict(input_vocab_size=3), "input_vocab_size = 3"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        tiny(**kwargs)
+
+
+def test_bad_call_arguments():
+    model = tiny()
+    with pytest.raises(ParameterError, match=r"\[B, 1, T\]"):
+        model(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ParameterError, match="token 99"):
+        model(torch.full((1, 1, 3), 99))
+    with pytest.raises(ParameterError, match="integer"):
+        model(torch.zeros(1, 1, 3))
+    with pytest.raises(ParameterError, match="cross_attention=False"):
+        model(torch.zeros(1, 1, 3, dtype=torch.long), memory=torch.zeros(1, 2, 32))
+    with pytest.raises(ParameterError, match="without guidance"):
+        model(torch.zeros(1, 1, 3, dtype=torch.long), controls=torch.zeros(1, 3, 19))
+    cache = model.new_cache(1, 4)
+    model.step(torch.zeros(1, 1, 3, dtype=torch.long), cache=cache)
+    with pytest.raises(ParameterError, match="cache holds 4 steps; 3 used, 2 more"):
+        model.step(torch.zeros(1, 1, 2, dtype=torch.long), cache=cache)
+    with pytest.raises(ParameterError, match="batch 1"):
+        model.step(torch.zeros(2, 1, 1, dtype=torch.long), cache=cache)
+    with pytest.raises(ParameterError, match="max_len must be a positive integer, got 0"):
+        model.new_cache(1, 0)
+    with pytest.raises(ParameterError, match="needs a cache"):
+        model.step(torch.zeros(1, 1, 1, dtype=torch.long))
+    masked = tiny(cross_attention=True)
+    with pytest.raises(ParameterError, match="3 query rows, need at least 5"):
+        masked(torch.zeros(1, 1, 5, dtype=torch.long), memory=torch.zeros(1, 2, 32),
+               memory_mask=torch.ones(3, 2, dtype=torch.bool))
