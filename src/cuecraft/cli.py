@@ -54,6 +54,18 @@ def _add_analyze(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train the symbolic model (builds the corpus from music21 the first time)",
+        description="Build (or reuse) the tokenised corpus, then train the control-guided symbolic LM described "
+                    "by a TOML config. A killed run resumes from its last checkpoint when started again. Needs "
+                    "the 'train' extra (music21): pip install 'cuecraft[train]'.")
+    p.add_argument("--config", required=True, metavar="FILE.toml", help="a preset such as configs/symbolic-small.toml")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: the config's train.out_dir)")
+    p.add_argument("--steps", type=int, metavar="N", help="override the config's number of steps")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cuecraft", description="Score video with music that follows the picture, offline on a CPU.")
@@ -61,6 +73,7 @@ def get_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_score(sub)
     _add_analyze(sub)
+    _add_train(sub)
     return parser
 
 
@@ -76,6 +89,11 @@ def _run(args: argparse.Namespace) -> None:
             print(path)
     elif args.command == "analyze":
         print(api.analyze(args.video, out=args.output, overwrite=args.overwrite, progress=progress))
+    elif args.command == "train":
+        from cuecraft.training.run import run_training
+
+        result = run_training(args.config, out_dir=args.out, steps=args.steps, progress=progress)
+        print(result.weights)
 
 
 def main(argv: list[str] | None = None) -> int:

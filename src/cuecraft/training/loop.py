@@ -36,19 +36,19 @@ class TrainResult:
     log: Path
 
 
-def lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Next-token cross-entropy; the controls at step i describe the music at token i."""
+def lm_loss(model: torch.nn.Module, batch: Batch, *, ignore_index: int = -100) -> torch.Tensor:
+    """Next-token cross-entropy (padding ignored); the controls at step i describe the music at token i."""
     tokens = batch["tokens"]  # [B, T]
     logits = model(tokens[:, None, :-1], controls=batch["controls"][:, :-1], presence=batch["presence"])
     logits = logits[:, 0]  # [B, T-1, V]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=ignore_index)
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, batches: list[Batch]) -> float:
+def evaluate_loss(model: torch.nn.Module, batches: list[Batch], *, ignore_index: int = -100) -> float:
     was_training = model.training
     model.eval()
-    losses = [float(lm_loss(model, b)) for b in batches]
+    losses = [float(lm_loss(model, b, ignore_index=ignore_index)) for b in batches]
     model.train(was_training)
     return float(np.mean(losses)) if losses else math.nan
 
@@ -91,7 +91,7 @@ def save_checkpoint(out: Path, model: torch.nn.Module, optimizer: torch.optim.Op
 
 def train(config: Config, *, vocab_size: int, sample_batch: Callable[[np.random.Generator, str], Batch],
           metadata: dict[str, str], out_dir: str | Path | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, ignore_index: int = -100) -> TrainResult:
     """Train (or resume) the model described by ``config``.
 
     Parameters
@@ -130,7 +130,7 @@ def train(config: Config, *, vocab_size: int, sample_batch: Callable[[np.random.
             batch = sample_batch(np.random.default_rng((cfg.seed, step)), "train")
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, cfg)
-            loss = lm_loss(model, batch)
+            loss = lm_loss(model, batch, ignore_index=ignore_index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -142,7 +142,7 @@ def train(config: Config, *, vocab_size: int, sample_batch: Callable[[np.random.
             bar.set_postfix(loss=f"{np.mean(recent):.3f}", val=f"{val_loss:.3f}")
             last = step == cfg.steps
             if step % cfg.eval_every == 0 or last:
-                val_loss = evaluate_loss(model, val_batches)
+                val_loss = evaluate_loss(model, val_batches, ignore_index=ignore_index)
                 entry = {"step": step, "loss": round(float(np.mean(recent)), 4), "val_loss": round(val_loss, 4),
                          "lr": learning_rate(step - 1, cfg),
                          "tokens_per_s": round(tokens_seen / (time.perf_counter() - started), 1)}

@@ -1,0 +1,151 @@
+"""Random crops of the built corpus with their per-token controls, for the LM."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from cuecraft.errors import ParameterError
+from cuecraft.models.tokenizer import TYPE_INDEX
+from cuecraft.training.piece_controls import REST
+
+TRANSPOSE = (-5, 6)       # semitones, both ends included
+VELOCITY_SHIFT = (-3, 2)  # velocity bins (of 8; the corpus uses 95 and 79), both ends included
+
+
+class TokenDataset:
+    """Random crops of the corpus pieces with their per-token controls, for the LM.
+
+    A map-style dataset (``__len__``/``__getitem__``) for ``torch.utils.data.DataLoader``,
+    plus :meth:`sample` for loops that draw batches from their own generator.
+
+    Each item is a dict of tensors (``torch.utils.data.default_collate`` stacks them to
+    ``[B, ...]``)::
+
+        tokens   [T] int64    token ids; PAD (``tokenizer.pad_id``) after a piece's end
+        controls [T, 19] float32  ``features.stack_features`` layout (beat 3, melody 13,
+                              intensity 1, emotion 2); ``controls[i]`` describes the music
+                              at ``tokens[i]``'s time; zeros on PAD
+        presence [4] float32  all ones (every corpus piece has all four controls; the
+                              training loop applies attribute dropout)
+
+    A crop of ``T = seq_len`` starts at the piece's BOS or at a ``Bar`` token (so its bar
+    positions are known), chosen with a generator seeded by ``(seed, epoch, index)``:
+    the same item is the same crop until :meth:`set_epoch` changes the epoch. A piece
+    yields ``ceil(len / seq_len)`` items per epoch.
+
+    Augmentation (train split by default): a transposition in ``transpose`` semitones,
+    drawn among those that keep every pitch in range, moves Pitch tokens, chord roots and
+    the melody pitch class; a velocity shift in ``velocity_shift`` bins moves Velocity
+    tokens and the intensity by the RMS velocity ratio in dB. Valence's register term and
+    arousal's velocity term are adjusted with the crop's mean pitch and velocity, an
+    approximation of re-running the extractors.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, split: str = "train", seq_len: int = 512, seed: int = 0,
+                 augment: bool | None = None, transpose: tuple[int, int] = TRANSPOSE,
+                 velocity_shift: tuple[int, int] = VELOCITY_SHIFT, tokenizer=None) -> None:
+        from cuecraft.errors import MediaError
+        from cuecraft.training.corpus import ARRAYS, default_tokenizer, load_manifest
+
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+            raise ParameterError(f"seq_len = {seq_len!r}: must be an integer >= 2")
+        for name, pair in (("transpose", transpose), ("velocity_shift", velocity_shift)):
+            if len(pair) != 2 or pair[0] > 0 or pair[1] < 0:
+                raise ParameterError(f"{name} = {pair!r}: must be (low <= 0, high >= 0)")
+        self.manifest = load_manifest(root)
+        self.tokenizer = tokenizer or default_tokenizer()
+        if self.manifest.tokenizer != self.tokenizer.fingerprint:
+            raise MediaError(f"corpus '{root}': built with tokenizer {self.manifest.tokenizer[:12]}, "
+                             f"not this one ({self.tokenizer.fingerprint[:12]}); rebuild it")
+        with np.load(self.manifest.shard(split), allow_pickle=False) as z:
+            self._arrays = {k: z[k] for k in ARRAYS}
+            self.ids = [str(x) for x in z["ids"]]
+        self.seq_len, self.seed, self.epoch = seq_len, seed, 0
+        self.augment = split == "train" if augment is None else bool(augment)
+        self.transpose, self.velocity_shift = tuple(transpose), tuple(velocity_shift)
+        offsets = self._arrays["offsets"]
+        crops = np.maximum(1, -(-np.diff(offsets) // seq_len))
+        self._piece = np.repeat(np.arange(len(offsets) - 1), crops)
+        tk = self.tokenizer
+        self._bars = np.flatnonzero(tk.types[self._arrays["tokens"]] == TYPE_INDEX["Bar"])
+        self._shift_tables = {s: tk.transpose_table(s) for s in range(transpose[0], transpose[1] + 1)}
+        self._velocity_tables = {k: tk.velocity_table(k) for k in range(velocity_shift[0], velocity_shift[1] + 1)}
+
+    def __len__(self) -> int:
+        return len(self._piece)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new crops and augmentations for every item."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        return self._item(index, np.random.default_rng([self.seed, self.epoch, index]))
+
+    def sample(self, rng: np.random.Generator, *, batch_size: int) -> dict:
+        """``batch_size`` random items (pieces weighted by length) drawn with ``rng`` alone,
+        stacked: ``tokens [B, T]``, ``controls [B, T, 19]``, ``presence [B, 4]``.
+
+        For a loop that seeds a generator per step, so a resumed run sees the same batches.
+        """
+        import torch
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ParameterError(f"batch_size = {batch_size!r}: must be an integer >= 1")
+        items = [self._item(int(i), rng) for i in rng.integers(len(self), size=batch_size)]
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+    def _item(self, index: int, rng: np.random.Generator) -> dict:
+        import torch
+
+        from cuecraft.training.piece_controls import control_features
+
+        p = self._piece[index]
+        a, b = (int(x) for x in self._arrays["offsets"][p:p + 2])
+        start = a
+        if b - a > self.seq_len:
+            # Crops start at a bar and keep at least half a window of music.
+            lo, hi = np.searchsorted(self._bars, [a, b - self.seq_len // 2])
+            starts = np.concatenate([[a], self._bars[lo:hi]])
+            start = int(starts[rng.integers(len(starts))])
+        stop = min(start + self.seq_len, b)
+        tokens = self._arrays["tokens"][start:stop].astype(np.int64)
+        pc = self._arrays["pitch_class"][start:stop].astype(float)
+        intensity = self._arrays["intensity"][start:stop].astype(float)
+        emotion = self._arrays["emotion"][start:stop].astype(float)
+        if self.augment:
+            tokens, pc, intensity, emotion = self._augmented(rng, tokens, pc, intensity, emotion)
+        _, position, bpb = self.tokenizer.timeline(tokens)
+        controls, presence = control_features(position_in_bar=position, beats_per_bar=bpb,
+                                              pitch_class=np.where(pc == REST, np.nan, pc),
+                                              intensity_db=intensity, emotion=emotion)
+        pad = self.seq_len - len(tokens)
+        tokens = np.concatenate([tokens, np.full(pad, self.tokenizer.pad_id, dtype=np.int64)])
+        controls = np.concatenate([controls, np.zeros((pad, controls.shape[1]), np.float32)])
+        return {"tokens": torch.from_numpy(tokens), "controls": torch.from_numpy(controls),
+                "presence": torch.from_numpy(presence)}
+
+    def _augmented(self, rng, tokens, pc, intensity, emotion):
+        tk = self.tokenizer
+        pitches = tk.values[tokens[tk.types[tokens] == TYPE_INDEX["Pitch"]]]
+        allowed = [s for s, table in self._shift_tables.items() if np.all(table[tokens] >= 0)]
+        shift = int(allowed[rng.integers(len(allowed))])
+        tokens = self._shift_tables[shift][tokens]
+        pc = np.where(pc == REST, REST, np.mod(pc + shift, 12))
+        emotion = emotion.copy()
+        if len(pitches):
+            m = pitches.mean()
+            emotion[:, 0] += 0.25 * (np.tanh((m + shift - 60.0) / 12.0) - np.tanh((m - 60.0) / 12.0))
+        is_velocity = tk.types[tokens] == TYPE_INDEX["Velocity"]
+        before = tk.values[tokens[is_velocity]]
+        k = int(rng.integers(self.velocity_shift[0], self.velocity_shift[1] + 1))
+        tokens = self._velocity_tables[k][tokens]
+        if len(before):
+            after = tk.values[tokens[is_velocity]]
+            delta = 20.0 * np.log10(np.sqrt(np.mean(after ** 2) / np.mean(before ** 2)))
+            # -80 dB means silence: it stays silent whatever the velocities.
+            intensity = np.where(intensity <= -80.0, -80.0, np.clip(intensity + delta, -80.0, 0.0))
+            emotion[:, 1] += 0.20 * (np.tanh((after.mean() - 80.0) / 30.0) - np.tanh((before.mean() - 80.0) / 30.0))
+        return tokens, pc, intensity, np.clip(emotion, -1.0, 1.0)
