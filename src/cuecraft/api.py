@@ -111,6 +111,7 @@ def _covered_until(controls: Controls) -> float:
 def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
           controls: str | os.PathLike | Controls | None = None, reference: str | os.PathLike | None = None,
           seed: int = 0, overwrite: bool = False, keep_audio: bool = False, soundfont: str | None = None,
+          backbone: str = "symbolic", weights: str | os.PathLike | None = None,
           progress: bool = False) -> dict[str, Path]:
     """Score ``video``: write the scored video and its MIDI, WAV, controls and timeline files.
 
@@ -124,6 +125,9 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     seed : random seed; the same inputs and seed give the same music
     overwrite : replace existing outputs
     keep_audio : mix the video's own audio under the music instead of replacing it
+    backbone : "symbolic" (the shipped model writes melody and harmony over the drum/bass
+        arrangement) or "arrangement" (drums and bass only)
+    weights : symbolic model weights to use instead of the shipped ones
 
     Returns
     -------
@@ -132,15 +136,17 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     """
     import io as _io
 
+    from cuecraft.generate.compose import BACKBONES, compose
     from cuecraft.generate.plan import make_plan
     from cuecraft.io.audio import write_wav_blocks
     from cuecraft.io.mux import mux_music
-    from cuecraft.render.arrange import arrange
     from cuecraft.render.synth import render_blocks
     from cuecraft.render.timeline import plot_timeline
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
+    if backbone not in BACKBONES:
+        raise ParameterError(f"--backbone {backbone!r}: must be one of {', '.join(BACKBONES)}")
     paths = output_paths(video, out)
     inputs = [Path(p) for p in (video, controls, reference) if isinstance(p, (str, os.PathLike))]
     for path in paths.values():
@@ -150,12 +156,22 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         probe(video)  # fail on a bad video before slower work
         if controls is not None and not isinstance(controls, Controls):
             load_controls(controls)  # fail on a bad file before analysing
+        if backbone == "symbolic":
+            from cuecraft.models.backbones.symbolic import load_symbolic
+
+            load_symbolic(weights)  # a missing or mismatched checkpoint fails now, not after the analysis
         analysed = analyze_video(video, progress=progress)
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
-        with _progress(5, "writing music", progress) as bar:
-            plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
-            midi = arrange(final, plan, duration=duration, seed=seed)
+        plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
+        with _progress(None, "composing", progress) as bar:
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            midi = compose(final, plan, duration=duration, seed=seed, backbone=backbone,
+                           weights=None if weights is None else str(weights), progress=advance)
+        with _progress(4, "rendering", progress) as bar:
             buffer = _io.BytesIO()
             midi.write(buffer)
             outputs.temp("midi").write_bytes(buffer.getvalue())

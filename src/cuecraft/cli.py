@@ -39,6 +39,11 @@ def _add_score(sub) -> None:
     p.add_argument("--soundfont", metavar="FILE.sf2",
                    help="General MIDI SoundFont to render with (default: $CUECRAFT_SOUNDFONT, else Debian's "
                         "FluidR3_GM if installed, else the TimGM6mb bundled with pretty_midi)")
+    p.add_argument("--backbone", choices=("symbolic", "arrangement"), default="symbolic",
+                   help="symbolic (default): the shipped model writes melody and harmony over the drum/bass "
+                        "arrangement; arrangement: drums and bass only")
+    p.add_argument("--weights", metavar="FILE.safetensors",
+                   help="symbolic model weights to use instead of the shipped ones (e.g. from 'cuecraft train')")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -84,7 +89,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "score":
         written = api.score(args.video, out=args.output, controls=args.controls, reference=args.reference,
                             seed=args.seed, overwrite=args.overwrite, keep_audio=args.keep_audio,
-                            soundfont=args.soundfont, progress=progress)
+                            soundfont=args.soundfont, backbone=args.backbone, weights=args.weights,
+                            progress=progress)
         for path in written.values():
             print(path)
     elif args.command == "analyze":

@@ -67,3 +67,17 @@ def test_config_mismatch_names_the_differing_key(tmp_path):
     path = save_weights(tmp_path / "m.safetensors", tiny(), metadata={"model_config": '{"d_model": 256, "n": 6}'})
     with pytest.raises(MediaError, match=r"model_config does not match \(d_model: file: 256, expected: 128\)"):
         load_weights(path, tiny(), expect={"model_config": '{"d_model": 128, "n": 6}'})
+
+
+def test_export_to_float16_keeps_metadata_and_loads(tmp_path):
+    from cuecraft.training.checkpoints import export_weights
+
+    a = tiny()
+    src = save_weights(tmp_path / "m.safetensors", a, metadata={"config": "x"})
+    dst = export_weights(src, tmp_path / "half.safetensors")
+    assert dst.stat().st_size < src.stat().st_size
+    b = tiny()
+    meta = load_weights(dst, b, expect={"config": "x"})
+    assert meta["stored_dtype"] == "float16"
+    for (_, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert vb.dtype == torch.float32 and torch.allclose(va, vb, atol=1e-3)

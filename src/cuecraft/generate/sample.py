@@ -161,7 +161,7 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
 
     def restart() -> torch.Tensor:
         # Carry the last bars: start the prompt at a Bar token so the grammar state is clean.
-        start = max(0, len(ids) - config.carry)
+        start = max(0, len(ids) - min(config.carry, max_len // 2))
         bars_at = [i for i in range(start, len(ids)) if is_bar[ids[i]]]
         start = bars_at[0] if bars_at else start
         state["cache"] = model.new_cache(2 if config.cfg_scale != 1.0 else 1, max_len)

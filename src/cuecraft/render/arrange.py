@@ -11,6 +11,7 @@ for a beat lands on that beat's time.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import pretty_midi
@@ -164,7 +165,8 @@ def _finish(notes: list[tuple[float, int, float, float]], *, duration: float, le
     return out[::-1]
 
 
-def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int) -> pretty_midi.PrettyMIDI:
+def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
+            chords: Sequence[tuple[int, int, int] | None] | None = None, guide: bool = True) -> pretty_midi.PrettyMIDI:
     """Drums and bass (and a melody guide) on the beat grid, following intensity and the plan.
 
     Parameters
@@ -180,6 +182,11 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int) -> pr
     seed : int
         Selects the drum variants and small velocity variations. The same inputs and
         seed always give the same MIDI.
+    chords : per beat (root, third, fifth) pitch classes, or None
+        Chords to follow instead of the plan's progressions (e.g. the symbolic model's
+        harmony); a None entry falls back to the plan's chord for that beat.
+    guide : bool
+        Play the melody control with a guide voice (off when a model writes the melody).
 
     Returns
     -------
@@ -248,7 +255,8 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int) -> pr
                     if int(pc) in plan.chord(cand):
                         degree = cand
                         break
-        chord_of_beat.append(plan.chord(degree))
+        given = chords[k] if chords is not None and k < len(chords) else None
+        chord_of_beat.append(given if given is not None else plan.chord(degree))
 
     drums: list[tuple[float, int, float, float]] = []
     bass: list[tuple[float, int, float, float]] = []
@@ -277,7 +285,7 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int) -> pr
     bass_track = pretty_midi.Instrument(program=BASS_PROGRAM, name="bass (arrangement)")
     bass_track.notes = _finish(bass, duration=duration, legato=True)
     pm.instruments += [drum_track, bass_track]
-    if melody_pc is not None:
+    if melody_pc is not None and guide:
         pm.instruments.append(_melody_guide(melody_pc, times, intervals, velocities, duration))
     return pm
 

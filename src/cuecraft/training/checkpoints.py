@@ -35,6 +35,19 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, *, metadata: d
     return path
 
 
+def export_weights(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy a weights file with its metadata, floating tensors stored as ``dtype`` (half the size
+    in float16; :func:`load_weights` casts back to the model's dtype)."""
+    from safetensors.torch import load_file, save_file
+
+    metadata = read_metadata(src)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_file(str(src)).items()}
+    dst = Path(dst)
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata={**metadata, "stored_dtype": str(dtype).replace("torch.", "")})
+    return dst
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata of a safetensors file (no tensors are loaded)."""
     from safetensors import safe_open

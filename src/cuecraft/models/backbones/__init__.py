@@ -1,0 +1,1 @@
+"""Backbones: the symbolic LM (embedded default) and, later, the codec LM."""

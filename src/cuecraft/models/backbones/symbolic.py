@@ -1,0 +1,43 @@
+"""The embedded symbolic backbone: the shipped weights, loaded strictly, with their tokenizer."""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from cuecraft.errors import MediaError
+
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "symbolic-small" / "model.safetensors"
+
+
+def load_symbolic(path: str | os.PathLike | None = None):
+    """``(model, tokenizer)`` from a weights file (default: the shipped one), in eval mode.
+
+    The model's shape comes from the file's own ``model_config`` metadata; the file must
+    also name this tokenizer's fingerprint, so weights trained on another vocabulary are
+    refused with a clear error instead of producing noise.
+    """
+    return _load(str(Path(path) if path is not None else SHIPPED))
+
+
+@lru_cache(maxsize=2)
+def _load(path: str):
+    import torch
+
+    from cuecraft.config import ModelConfig
+    from cuecraft.models.builders import build_symbolic_lm
+    from cuecraft.models.tokenizer import MusicTokenizer
+    from cuecraft.training.checkpoints import load_weights, read_metadata
+
+    metadata = read_metadata(path)
+    try:
+        config = ModelConfig(**json.loads(metadata["model_config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MediaError(f"checkpoint '{path}': no usable model_config metadata ({exc})") from None
+    tokenizer = MusicTokenizer()
+    model = build_symbolic_lm(config, vocab_size=tokenizer.vocab_size)
+    load_weights(path, model, expect={"tokenizer": tokenizer.fingerprint, "model_config": metadata["model_config"]})
+    model.eval()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return model, tokenizer

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cuecraft.config import ModelConfig
+from cuecraft.controls.schema import Controls
+from cuecraft.errors import MediaError, ParameterError
+from cuecraft.generate.compose import chords_from_harmony, compose
+from cuecraft.generate.plan import make_plan
+from cuecraft.models.backbones.symbolic import load_symbolic
+from cuecraft.models.builders import build_symbolic_lm
+from cuecraft.models.tokenizer import MusicTokenizer
+from cuecraft.training.checkpoints import save_weights
+
+CONFIG = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=96, guidance_every=2, patch_len=4)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    tokenizer = MusicTokenizer()
+    model = build_symbolic_lm(CONFIG, vocab_size=tokenizer.vocab_size)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    import dataclasses
+
+    meta = {"model_config": json.dumps(dataclasses.asdict(CONFIG), sort_keys=True),
+            "tokenizer": tokenizer.fingerprint}
+    return save_weights(path, model, metadata=meta)
+
+
+def controls(seconds=8.0):
+    beats = np.arange(0.0, seconds, 0.5)
+    return Controls(beat=np.stack([beats, np.arange(len(beats)) % 4], axis=1),
+                    intensity=[[0.0, -20.0], [seconds - 0.5, -8.0]], duration=seconds)
+
+
+def test_symbolic_compose_adds_model_parts_and_bass_follows_them(weights):
+    c = controls()
+    plan = make_plan(c, cuts=[], duration=8.0, seed=0)
+    pm = compose(c, plan, duration=8.0, seed=2, weights=str(weights))
+    names = [i.name for i in pm.instruments]
+    assert names[:2] == ["drums (arrangement)", "bass (arrangement)"]
+    assert "melody (symbolic model)" in names and "harmony (symbolic model)" in names
+    assert all(n.end <= 8.0 + 1e-9 for i in pm.instruments for n in i.notes)
+    harmony = pm.instruments[names.index("harmony (symbolic model)")]
+    if harmony.notes:  # the bass plays chord tones of the model's harmony on each beat
+        chords = chords_from_harmony(harmony, c.beat[:, 0])
+        bass = pm.instruments[1]
+        for note in bass.notes:
+            k = int(np.argmin(np.abs(c.beat[:, 0] - note.start)))
+            if chords[k] is not None and abs(c.beat[k, 0] - note.start) < 1e-6:
+                assert note.pitch % 12 in chords[k]
+    again = compose(c, plan, duration=8.0, seed=2, weights=str(weights))
+    assert [(n.start, n.pitch) for i in again.instruments for n in i.notes] == \
+        [(n.start, n.pitch) for i in pm.instruments for n in i.notes]
+
+
+def test_arrangement_backbone_needs_no_model():
+    c = controls()
+    pm = compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, backbone="arrangement")
+    assert [i.name for i in pm.instruments] == ["drums (arrangement)", "bass (arrangement)"]
+    with pytest.raises(ParameterError, match="backbone"):
+        compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, backbone="codec")
+
+
+def test_chords_from_harmony_hand_worked():
+    import pretty_midi
+
+    inst = pretty_midi.Instrument(program=0)
+    for p in (57, 60, 64):  # A minor triad from 0 to 1 s
+        inst.notes.append(pretty_midi.Note(velocity=80, pitch=p, start=0.0, end=1.0))
+    assert chords_from_harmony(inst, np.array([0.5, 1.5])) == [(9, 0, 4), (9, 0, 4)]  # held after it ends
+
+
+def test_weights_for_another_tokenizer_or_shape_are_refused(weights, tmp_path):
+    tokenizer = MusicTokenizer()
+    model = build_symbolic_lm(CONFIG, vocab_size=tokenizer.vocab_size)
+    import dataclasses
+
+    bad = save_weights(tmp_path / "other.safetensors", model,
+                       metadata={"model_config": json.dumps(dataclasses.asdict(CONFIG), sort_keys=True),
+                                 "tokenizer": "0" * 64})
+    with pytest.raises(MediaError, match="tokenizer does not match"):
+        load_symbolic(bad)
+    with pytest.raises(MediaError, match="no such file"):
+        load_symbolic(tmp_path / "missing.safetensors")

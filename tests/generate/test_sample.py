@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from cuecraft.config import ModelConfig
+from cuecraft.controls.schema import Controls
+from cuecraft.errors import ParameterError
+from cuecraft.generate.sample import SamplingConfig, generate_tokens, music_bars, tokens_to_midi
+from cuecraft.models.builders import build_symbolic_lm
+from cuecraft.models.tokenizer import MusicTokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return MusicTokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=96, guidance_every=2, patch_len=4)
+    return build_symbolic_lm(cfg, vocab_size=tokenizer.vocab_size).eval()
+
+
+def grid(n_beats, *, period=0.5, cuts=()):
+    """A beat grid with 4/4 bars restarting at the given beat indices (scene cuts)."""
+    positions, count = [], 0
+    for i in range(n_beats):
+        count = 0 if i in cuts else count
+        positions.append(count % 4)
+        count += 1
+    return np.stack([np.arange(n_beats) * period + 0.25, positions], axis=1)
+
+
+@pytest.mark.parametrize("cuts, lengths", [
+    ((), [4, 4, 4]),
+    ((5,), [3, 2, 4, 3]),        # a 5-beat bar before the cut is spelled 3 + 2
+    ((4, 5), [3, 2, 4, 3]),      # a 1-beat bar joins its neighbour
+    ((6,), [4, 2, 4, 2]),
+])
+def test_music_bars_keep_every_beat_and_downbeat(cuts, lengths):
+    first, bars = music_bars(grid(12 if cuts != (6,) else 12, cuts=cuts))
+    assert first == 0 and bars == lengths and sum(bars) == 12
+
+
+def test_music_bars_need_a_downbeat():
+    beat = grid(8)
+    beat[:, 1] = 1
+    with pytest.raises(ParameterError, match="downbeat"):
+        music_bars(beat)
+
+
+def test_generation_is_deterministic_valid_and_on_the_grid(model, tokenizer):
+    beat = grid(26, cuts=(13,))  # a 1-beat bar and a cut
+    controls = Controls(beat=beat, intensity=[[0, -30.0], [13, -6.0]], melody=[[0, 4], [6, 9]])
+    ids, track = generate_tokens(model, tokenizer, controls, seed=5)
+    again, _ = generate_tokens(model, tokenizer, controls, seed=5)
+    other, _ = generate_tokens(model, tokenizer, controls, seed=6)
+    assert np.array_equal(ids, again) and not np.array_equal(ids, other)
+    grammar = tokenizer.grammar()
+    for token in ids[:-1]:  # every token was allowed (the last is the closing EOS)
+        assert grammar.mask()[token]
+        grammar.update(int(token))
+    _, bars = music_bars(beat)
+    times, _, bar_len = tokenizer.timeline(ids)
+    is_bar = tokenizer.is_type["Bar"][ids]
+    assert is_bar.sum() == len(bars)
+    # Bars start on the video's beats, and on every downbeat but those of lone-beat bars (12, 25).
+    bar_seconds = track.seconds(times[is_bar])
+    assert np.all(np.min(np.abs(bar_seconds[:, None] - beat[None, :, 0]), axis=1) < 1e-9)
+    downbeats = [t for i, (t, pos) in enumerate(beat) if pos == 0 and i not in (12, 25)]
+    assert all(np.min(np.abs(bar_seconds - d)) < 1e-9 for d in downbeats)
+    pm = tokens_to_midi(tokenizer, ids, track, melody_program=73, harmony_program=0, duration=13.0)
+    onsets = np.array([n.start for inst in pm.instruments for n in inst.notes])
+    sixteenths = np.concatenate([track.seconds(np.arange(0, 26, 0.25))])
+    assert len(onsets) and np.all(np.min(np.abs(onsets[:, None] - sixteenths[None]), axis=1) < 1e-6)
+    assert onsets.max() < 13.0
+
+
+def test_long_piece_continues_window_by_window(model, tokenizer):
+    beat = grid(240)  # 60 bars: many times the 96-token context
+    ids, track = generate_tokens(model, tokenizer, Controls(beat=beat), seed=1, config=SamplingConfig(carry=40))
+    assert tokenizer.is_type["Bar"][ids].sum() == 60
+    assert len(ids) > 3 * 96
+    assert len(tokenizer.notes(ids)) > 0  # the whole sequence still decodes
+
+
+def test_sampling_config_checks():
+    with pytest.raises(ParameterError, match="temperature"):
+        SamplingConfig(temperature=0)
+    with pytest.raises(ParameterError, match="top_p"):
+        SamplingConfig(top_p=1.5)
