@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 
 import bench_analysis
+import bench_generate
 import bench_memory
 import bench_score
 from common import print_table
 
 
 def main() -> None:
-    rows = bench_analysis.measure() + bench_score.measure()
+    rows = bench_analysis.measure() + bench_generate.measure() + bench_score.measure()
     if "--quick" not in sys.argv:
         rows += bench_memory.measure()
     print_table(rows)

@@ -86,3 +86,18 @@ def test_weights_for_another_tokenizer_or_shape_are_refused(weights, tmp_path):
         load_symbolic(bad)
     with pytest.raises(MediaError, match="no such file"):
         load_symbolic(tmp_path / "missing.safetensors")
+
+
+def test_plan_moves_to_the_key_the_model_wrote_in():
+    import pretty_midi
+
+    from cuecraft.generate.compose import in_key_of
+
+    c = controls()
+    plan = make_plan(c, cuts=[], duration=8.0, seed=0)
+    notes = [pretty_midi.Note(velocity=80, pitch=p, start=i * 0.5, end=i * 0.5 + w)
+             for i, (p, w) in enumerate([(67, 1.0), (71, 0.4), (74, 0.8), (66, 0.3), (67, 1.0), (69, 0.4),
+                                         (72, 0.4), (74, 0.8), (79, 1.0)])]  # G major
+    moved = in_key_of(plan, notes)
+    assert (moved.key_root, moved.mode) == (7, "major") and moved.progressions == plan.progressions
+    assert in_key_of(plan, []) == plan

@@ -32,6 +32,22 @@ def chords_from_harmony(harmony: pretty_midi.Instrument, times: np.ndarray) -> l
     return out
 
 
+def in_key_of(plan: Plan, notes: list) -> Plan:
+    """The plan moved to the key the model wrote in (duration-weighted Krumhansl fit), so the
+    arrangement's bass never fights the model's melody where the model wrote no harmony."""
+    from dataclasses import replace
+
+    from cuecraft.controls.keys import key_from_melody
+
+    weights = np.zeros(12)
+    for note in notes:
+        weights[note.pitch % 12] += note.end - note.start
+    if weights.sum() <= 0:
+        return plan
+    root, mode = key_from_melody(weights)
+    return replace(plan, key_root=int(root), mode=mode)
+
+
 def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backbone: str = "symbolic",
             weights: str | None = None, progress=None) -> pretty_midi.PrettyMIDI:
     """Melody and harmony from the symbolic model (unless ``backbone="arrangement"``), with the
@@ -51,6 +67,7 @@ def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backb
                            duration=duration)
     melody, harmony = music.instruments
     beats = controls.beat[controls.beat[:, 0] < duration, 0]
+    plan = in_key_of(plan, melody.notes + harmony.notes)
     pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords_from_harmony(harmony, beats),
                  guide=False)
     pm.instruments += [melody, harmony]
