@@ -134,6 +134,8 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
 
     Returns the ids (BOS ... EOS) and the control track used (for mapping beats to seconds).
     """
+    from cuecraft.models.tokenizer import POSITIONS_PER_BEAT
+
     first, bars = music_bars(controls.beat)
     track = ControlTrack(controls, first_downbeat=first)
     presence = torch.from_numpy(track.presence)[None]  # [1, 4]
@@ -145,7 +147,7 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
     ids: list[int] = []
     feats: list[np.ndarray] = []
     bar, bar_start, position = -1, 0.0, 0.0
-    state = {"cache": None, "fed": 0}
+    state = {"cache": None}
 
     def feed(new_ids: list[int], new_feats: list[np.ndarray]) -> torch.Tensor:
         tokens = torch.tensor(new_ids, dtype=torch.long)[None, None]  # [1, 1, T]
@@ -174,7 +176,7 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
             bar_start = float(sum(bars[:bar]))
             position = 0.0
         elif is_position[token]:
-            position = float(tokenizer.values[token]) / 4.0
+            position = float(tokenizer.values[token]) / POSITIONS_PER_BEAT
         length = bars[min(max(bar, 0), len(bars) - 1)]
         ids.append(token)
         feats.append(track.features(np.array([bar_start + position]), np.array([position]), np.array([length]))[0])
