@@ -26,6 +26,12 @@ def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLi
 
     if not isinstance(config, Config):
         config = load_config(config)
+    try:
+        import music21  # noqa: F401  (the corpus ships in its wheel)
+    except ImportError:
+        from cuecraft.errors import ParameterError
+
+        raise ParameterError("cuecraft train needs music21 for its corpus: pip install -e '.[train]'") from None
     if steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
     data = config.data
