@@ -31,7 +31,7 @@ def _progress(total: int | None, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
-def analyze_video(video: str | os.PathLike, *, progress: bool = False) -> VideoAnalysis:
+def analyze_video(video: str | os.PathLike, *, progress: bool = False, info: VideoInfo | None = None) -> VideoAnalysis:
     """Probe and analyse ``video`` in one streaming pass; derive its controls.
 
     Raises
@@ -45,7 +45,7 @@ def analyze_video(video: str | os.PathLike, *, progress: bool = False) -> VideoA
     from cuecraft.controls.from_video import controls_from_analysis
     from cuecraft.io.video import iter_frames
 
-    info = probe(video)
+    info = info or probe(video)
     analyzer = FrameAnalyzer(fps=ANALYSIS_FPS)
     total = max(1, math.ceil(info.duration * ANALYSIS_FPS - 1e-9))
     with _progress(total, "analysing video", progress) as bar:
@@ -143,8 +143,9 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     from cuecraft.render.synth import render_blocks
     from cuecraft.render.timeline import plot_timeline
 
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
+    from cuecraft.checks import seed as check_seed
+
+    check_seed(seed)
     if backbone not in BACKBONES:
         raise ParameterError(f"--backbone {backbone!r}: must be one of {', '.join(BACKBONES)}")
     paths = output_paths(video, out)
@@ -153,14 +154,14 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         if any(path.resolve() == i.resolve() for i in inputs):
             raise OutputError(f"'{path}': an output would overwrite an input; choose another -o")
     with OutputSet(paths, overwrite=overwrite) as outputs:
-        probe(video)  # fail on a bad video before slower work
+        info = probe(video)  # fail on a bad video before slower work
         if controls is not None and not isinstance(controls, Controls):
             load_controls(controls)  # fail on a bad file before analysing
         if backbone == "symbolic":
             from cuecraft.models.backbones.symbolic import load_symbolic
 
             load_symbolic(weights)  # a missing or mismatched checkpoint fails now, not after the analysis
-        analysed = analyze_video(video, progress=progress)
+        analysed = analyze_video(video, progress=progress, info=info)
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
         plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
@@ -186,6 +187,6 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                           curve_times=visual.times, motion=visual.motion, controls=final)
             bar.update(1)
             mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
-                      keep_audio=keep_audio)
+                      keep_audio=keep_audio, info=analysed.info)
             bar.update(2)
         return outputs.commit()

@@ -29,3 +29,18 @@ def finite_1d(name: str, values: object) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ParameterError(f"{name} must be finite, got {float(arr[~np.isfinite(arr)][0])!r}")
     return arr
+
+
+def seconds(name: str, value: object) -> float:
+    """``value`` as float seconds if finite and > 0 (not a bool), else ParameterError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ParameterError(f"{name} = {value!r}: must be finite seconds > 0")
+    return float(value)
+
+
+def seed(value: object) -> int:
+    """``value`` as an int if it is an integer >= 0 (not a bool), else ParameterError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ParameterError(f"seed = {value!r}: must be an integer >= 0")
+    return int(value)

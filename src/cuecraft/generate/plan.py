@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cuecraft import checks
 from cuecraft.controls.keys import MODES, key_from_melody
 from cuecraft.controls.resample import beat_count, sample_hold, sample_linear, time_base
 from cuecraft.controls.schema import Controls
@@ -155,11 +156,7 @@ def make_plan(controls: Controls, *, cuts: Sequence[float], duration: float, see
     """
     if not isinstance(controls, Controls):
         raise ParameterError(f"controls = {controls!r}: must be a Controls object")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.floating)) \
-            or not math.isfinite(duration) or duration <= 0:
-        raise ParameterError(f"duration = {duration!r}: must be finite seconds > 0")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
+    duration, seed = checks.seconds("duration", duration), checks.seed(seed)
     cuts_arr = np.asarray(list(cuts), dtype=float).reshape(-1)
     bad = cuts_arr[~np.isfinite(cuts_arr) | (cuts_arr < 0)]
     if bad.size:

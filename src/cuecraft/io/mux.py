@@ -104,7 +104,7 @@ def soft_clip(x: np.ndarray, *, knee: float = 0.9) -> np.ndarray:
 
 
 def mux_music(video_path: str | os.PathLike, music: np.ndarray | str | os.PathLike, out_path: str | os.PathLike, *,
-              sr: int, keep_audio: bool = False, bitrate: int = 192_000) -> Path:
+              sr: int, keep_audio: bool = False, bitrate: int = 192_000, info: VideoInfo | None = None) -> Path:
     """Write ``out_path``: the video's stream copied without re-encoding plus ``music`` as AAC.
 
     Parameters
@@ -115,10 +115,11 @@ def mux_music(video_path: str | os.PathLike, music: np.ndarray | str | os.PathLi
     out_path : an MP4 (or MOV/MKV) path; written atomically
     sr : sample rate of ``music`` in Hz
     keep_audio : mix the video's existing audio under the music instead of replacing it
+    info : the video's :func:`probe` result, if already known
     """
     import av
 
-    info = probe(video_path)
+    info = info or probe(video_path)
     blocks = _music_blocks(music, sr=sr)
     if keep_audio and info.has_audio:
         blocks = _mixed(blocks, _Samples(_original_blocks(info, sr=sr)))

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import pretty_midi
 
+from cuecraft import checks
 from cuecraft.controls.resample import sample_hold, sample_linear
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
@@ -206,11 +207,7 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
             raise ParameterError(f"arrange needs the {name} control; controls has {list(controls.present)}")
     if not isinstance(plan, Plan):
         raise ParameterError(f"plan = {plan!r}: must be a Plan")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.floating)) \
-            or not math.isfinite(duration) or duration <= 0:
-        raise ParameterError(f"duration = {duration!r}: must be finite seconds > 0")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
+    duration, seed = checks.seconds("duration", duration), checks.seed(seed)
     duration = float(duration)
     times, positions, intervals = _grid(controls, duration)
     if len(times) == 0:
