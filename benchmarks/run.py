@@ -1,13 +1,14 @@
 """Run every benchmark and print one table of figures, goals and the machine.
 
     .venv/bin/python benchmarks/run.py            # all (the 10-minute memory run takes a few minutes)
-    .venv/bin/python benchmarks/run.py --quick    # skip the memory run
+    .venv/bin/python benchmarks/run.py --quick    # skip the memory run; codec LM with 4 layers, not 24
 """
 from __future__ import annotations
 
 import sys
 
 import bench_analysis
+import bench_codec
 import bench_generate
 import bench_memory
 import bench_score
@@ -15,8 +16,10 @@ from common import print_table
 
 
 def main() -> None:
+    quick = "--quick" in sys.argv
     rows = bench_analysis.measure() + bench_generate.measure() + bench_score.measure()
-    if "--quick" not in sys.argv:
+    rows += bench_codec.measure(quick=quick)
+    if not quick:
         rows += bench_memory.measure()
     print_table(rows)
 

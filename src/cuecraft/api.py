@@ -126,13 +126,15 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     overwrite : replace existing outputs
     keep_audio : mix the video's own audio under the music instead of replacing it
     backbone : "symbolic" (the shipped model writes melody and harmony over the drum/bass
-        arrangement) or "arrangement" (drums and bass only)
-    weights : symbolic model weights to use instead of the shipped ones
+        arrangement), "arrangement" (drums and bass only) or "codec" (a trained codec
+        checkpoint writes audio directly; needs ``weights``)
+    weights : symbolic model weights to use instead of the shipped ones, or the codec
+        checkpoint folder (``cuecraft train`` with a codec config)
 
     Returns
     -------
-    dict of output name -> path: ``video``, ``midi``, ``wav``, ``controls``, ``timeline``.
-    All appear together, or none does.
+    dict of output name -> path: ``video``, ``midi`` (not for "codec"), ``wav``, ``controls``,
+    ``timeline``. All appear together, or none does.
     """
     import io as _io
 
@@ -141,14 +143,17 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     from cuecraft.io.audio import write_wav_blocks
     from cuecraft.io.mux import mux_music
     from cuecraft.render.synth import render_blocks
-    from cuecraft.render.timeline import plot_timeline
 
     from cuecraft.checks import seed as check_seed
 
     check_seed(seed)
-    if backbone not in BACKBONES:
-        raise ParameterError(f"--backbone {backbone!r}: must be one of {', '.join(BACKBONES)}")
+    if backbone not in (*BACKBONES, "codec"):
+        raise ParameterError(f"--backbone {backbone!r}: must be one of {', '.join((*BACKBONES, 'codec'))}")
+    if backbone == "codec" and weights is None:
+        raise ParameterError("--backbone codec needs --weights DIR: a codec checkpoint folder from 'cuecraft train'")
     paths = output_paths(video, out)
+    if backbone == "codec":
+        del paths["midi"]  # the codec backbone writes audio, not notes
     inputs = [Path(p) for p in (video, controls, reference) if isinstance(p, (str, os.PathLike))]
     for path in paths.values():
         if any(path.resolve() == i.resolve() for i in inputs):
@@ -161,6 +166,9 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
             from cuecraft.models.backbones.symbolic import load_symbolic
 
             load_symbolic(weights)  # a missing or mismatched checkpoint fails now, not after the analysis
+        if backbone == "codec":
+            return _score_codec(video, outputs, info=info, controls=controls, reference=reference, seed=seed,
+                                keep_audio=keep_audio, weights=weights, progress=progress)
         analysed = analyze_video(video, progress=progress, info=info)
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
@@ -180,13 +188,52 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
             music = render_blocks(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
             write_wav_blocks(outputs.temp("wav"), music, sr=SAMPLE_RATE)
             bar.update(1)
-            outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
-            visual = analysed.visual
-            plot_timeline(outputs.temp("timeline"), duration=duration, cuts=visual.cuts,
-                          visual_beats=visual.visual_beats, beat_strengths=visual.beat_strengths,
-                          curve_times=visual.times, motion=visual.motion, controls=final)
+            _write_side_files(outputs, analysed, final)
             bar.update(1)
             mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
                       keep_audio=keep_audio, info=analysed.info)
             bar.update(2)
         return outputs.commit()
+
+
+def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls) -> None:
+    from cuecraft.render.timeline import plot_timeline
+
+    outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
+    visual = analysed.visual
+    plot_timeline(outputs.temp("timeline"), duration=analysed.info.duration, cuts=visual.cuts,
+                  visual_beats=visual.visual_beats, beat_strengths=visual.beat_strengths,
+                  curve_times=visual.times, motion=visual.motion, controls=final)
+
+
+def _score_codec(video, outputs: OutputSet, *, info: VideoInfo, controls, reference, seed: int, keep_audio: bool,
+                 weights, progress: bool) -> dict[str, Path]:
+    """The codec backbone's half of :func:`score`: visual tokens -> codes -> EnCodec audio -> mux."""
+    from cuecraft.generate.video_music import compose_codec, load_codec_checkpoint
+    from cuecraft.io.audio import write_wav
+    from cuecraft.io.mux import mux_music
+    from cuecraft.models.visual import build_visual_encoder
+
+    checkpoint = load_codec_checkpoint(weights)  # fails before the slower work
+    model, codec, config = checkpoint.model, checkpoint.codec, checkpoint.config
+    encoder = build_visual_encoder(config.visual.encoder, clip_dir=config.visual.clip_dir or None,
+                                   videomae_dir=config.visual.videomae_dir or None)
+    analysed = analyze_video(video, progress=progress, info=info)
+    final = resolve_controls(analysed, controls=controls, reference=reference)
+    features = encoder.encode(analysed.info.path, progress=progress)
+    if features.dims != checkpoint.dims:
+        raise ParameterError(f"visual encoder '{config.visual.encoder}' gives tokens of sizes {features.dims}, "
+                             f"the checkpoint was trained on {checkpoint.dims}")
+    duration = analysed.info.duration
+    with _progress(None, "generating", progress) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        audio = compose_codec(model, codec, features, final, duration=duration, seed=seed, progress=advance)
+    write_wav(outputs.temp("wav"), audio, sr=codec.sampling_rate)
+    _write_side_files(outputs, analysed, final)
+    mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=codec.sampling_rate,
+              keep_audio=keep_audio, info=analysed.info)
+    return outputs.commit()
+

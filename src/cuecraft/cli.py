@@ -1,4 +1,4 @@
-"""Command line: ``cuecraft score`` and ``cuecraft analyze``.
+"""Command line: ``cuecraft score``, ``analyze``, ``train``, ``dataset`` and ``evaluate``.
 
 Exit codes: 0 success, 2 bad input or usage (a one-line message, no traceback),
 130 interrupted. Anything else is a bug.
@@ -39,11 +39,14 @@ def _add_score(sub) -> None:
     p.add_argument("--soundfont", metavar="FILE.sf2",
                    help="General MIDI SoundFont to render with (default: $CUECRAFT_SOUNDFONT, else Debian's "
                         "FluidR3_GM if installed, else the TimGM6mb bundled with pretty_midi)")
-    p.add_argument("--backbone", choices=("symbolic", "arrangement"), default="symbolic",
+    p.add_argument("--backbone", choices=("symbolic", "arrangement", "codec"), default="symbolic",
                    help="symbolic (default): the shipped model writes melody and harmony over the drum/bass "
-                        "arrangement; arrangement: drums and bass only")
-    p.add_argument("--weights", metavar="FILE.safetensors",
-                   help="symbolic model weights to use instead of the shipped ones (e.g. from 'cuecraft train')")
+                        "arrangement; arrangement: drums and bass only; codec: a MusicGen-architecture model "
+                        "you trained ('cuecraft train' with a codec config) writes EnCodec audio, needs --weights "
+                        "DIR and the 'codec' extra")
+    p.add_argument("--weights", metavar="PATH",
+                   help="symbolic: model weights (.safetensors) to use instead of the shipped ones; codec: the "
+                        "checkpoint folder (model.safetensors + codec/) written by 'cuecraft train'")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -61,14 +64,75 @@ def _add_analyze(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser(
-        "train", help="train the symbolic model (builds the corpus from music21 the first time)",
-        description="Build (or reuse) the tokenised corpus, then train the control-guided symbolic LM described "
-                    "by a TOML config. A killed run resumes from its last checkpoint when started again. Needs "
-                    "the 'train' extra (music21): pip install 'cuecraft[train]'.")
+        "train", help="train the symbolic model, or the codec model on (video, music) pairs",
+        description="Symbolic config (e.g. configs/symbolic-small.toml): build (or reuse) the tokenised corpus, "
+                    "then train the control-guided symbolic LM; needs the 'train' extra (music21). Codec config "
+                    "(backbone = \"codec\", e.g. configs/codec-tiny.toml): MTCV2M's two stages on pair shards "
+                    "from 'cuecraft dataset build' - stage 1 trains the LM and the video conditioning, stage 2 "
+                    "only the control guidance; needs the 'codec' and 'train' extras. A killed run resumes from "
+                    "its last checkpoint when started again. Runs on a CPU as is, and on GPUs or nodes under "
+                    "'accelerate launch -m cuecraft train ...' or torchrun.")
     p.add_argument("--config", required=True, metavar="FILE.toml", help="a preset such as configs/symbolic-small.toml")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: the config's train.out_dir)")
-    p.add_argument("--steps", type=int, metavar="N", help="override the config's number of steps")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: the config's out_dir)")
+    p.add_argument("--steps", type=int, metavar="N", help="symbolic only: override the config's number of steps")
+    p.add_argument("--stage", type=int, choices=(1, 2), help="codec only: run just this stage (default: both)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_dataset(sub) -> None:
+    p = sub.add_parser(
+        "dataset", help="build (video, music) pair shards for training the codec model",
+        description="'cuecraft dataset build VIDEOS -o SHARDS --codec DIR': for every video in VIDEOS whose audio "
+                    "track is its music, extract the per-second visual tokens, the music's EnCodec codes and "
+                    "the controls of the music, into one SHARDS/NAME.pair.safetensors each. Existing shards are "
+                    "kept, so an interrupted build resumes; videos that fail are skipped and counted.")
+    p.add_argument("action", choices=("build",), help="what to do (build)")
+    p.add_argument("videos", help="folder of videos with their music as the audio track")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the shards")
+    p.add_argument("--codec", required=True, metavar="DIR",
+                   help="local EnCodec or MusicGen folder in Hugging Face format (e.g. a copy of "
+                        "facebook/encodec_32khz); nothing is downloaded")
+    p.add_argument("--encoder", choices=("embedded", "clip", "clip+videomae"), default="embedded",
+                   help="visual encoder (default: embedded, needs no weights)")
+    p.add_argument("--clip-dir", metavar="DIR", help="local CLIP ViT-L/14@336 folder (for --encoder clip...)")
+    p.add_argument("--videomae-dir", metavar="DIR", help="local VideoMAE V2 folder (for --encoder clip+videomae)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="measure how well music follows its video: rhythm, control adherence, symbolic statistics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate scored videos, or folders of results, and write a JSON report and, beside it,\n"
+                    "a Markdown table: every metric per clip and as mean ± std over clips.",
+        epilog="inputs:\n"
+               "  a file          self-contained: its video stream is the video, its audio stream the music\n"
+               "                  (a cuecraft X.scored.mp4, or any other system's muxed output)\n"
+               "  a folder        X.scored.mp4 files, and pairs X.mp4 + X.wav/.flac/.mp3/... with the same stem;\n"
+               "                  other media files are skipped as unpaired and counted in the report\n"
+               "  side files      X.controls.json adds control adherence, X.mid the symbolic metrics\n\n"
+               "metric groups:\n"
+               "  rhythm          visual_beat_f1, cut_hit_rate_100ms (+ _chance), beat_align_sigma50ms (+ symmetric),\n"
+               "                  bcs/bhs in the D2M-GAN and LORIS variants against the video's visual beats\n"
+               "  controls        intensity r, melody chroma accuracy, beat F1, valence/arousal sign agreement\n"
+               "  symbolic        PCHE, GPS, in-scale ratio, note density (needs X.mid)\n\n"
+               "Clips whose music is silent or unreadable are skipped with a reason; music shorter than the video\n"
+               "is evaluated as silence at the end and flagged audio_short. Undefined values are null in the\n"
+               "JSON and counted apart (never averaged).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scored video files and/or folders of results")
+    p.add_argument("-o", "--output", default="evaluation.json", metavar="REPORT.json",
+                   help="JSON report to write; the Markdown table goes beside it as REPORT.md "
+                        "(default: evaluation.json in the current folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace the reports if they exist")
+    # "relevance" (and --train-relevance PAIRS) join here when the relevance model lands.
+    p.add_argument("--metrics", default="rhythm,controls,symbolic", metavar="GROUPS",
+                   help="comma-separated metric groups among rhythm, controls, symbolic "
+                        "(default: all; controls and symbolic apply only where their side files exist)")
+    p.add_argument("--beat-align-sigma", type=float, default=0.05, metavar="SECONDS",
+                   help="sigma of the BeatAlign score (default: 0.05, Bailando's 3 frames at 60 fps)")
+    p.add_argument("--cut-window", type=float, default=0.1, metavar="SECONDS",
+                   help="a cut counts as hit if a music onset is within this many seconds (default: 0.1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -79,6 +143,8 @@ def get_parser() -> argparse.ArgumentParser:
     _add_score(sub)
     _add_analyze(sub)
     _add_train(sub)
+    _add_dataset(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -96,10 +162,47 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "analyze":
         print(api.analyze(args.video, out=args.output, overwrite=args.overwrite, progress=progress))
     elif args.command == "train":
-        from cuecraft.training.run import run_training
+        _train(args, progress=progress)
+    elif args.command == "dataset":
+        from cuecraft.models.backbones.codec import EncodecCodec
+        from cuecraft.models.visual import build_visual_encoder
+        from cuecraft.training.pairs import build_pairs
 
-        result = run_training(args.config, out_dir=args.out, steps=args.steps, progress=progress)
-        print(result.weights)
+        encoder = build_visual_encoder(args.encoder, clip_dir=args.clip_dir, videomae_dir=args.videomae_dir)
+        counts = build_pairs(args.videos, args.output, encoder=encoder, codec=EncodecCodec.from_folder(args.codec),
+                             progress=progress, log=lambda m: print(m, file=sys.stderr))
+        print(f"{args.output}: {counts['written']} written, {counts['kept']} kept, {counts['skipped']} skipped")
+    elif args.command == "evaluate":
+        from cuecraft.evaluation.evaluate import run as run_evaluation
+
+        written = run_evaluation(args.paths, out=args.output, overwrite=args.overwrite, metrics=args.metrics,
+                                 cut_window=args.cut_window, beat_align_sigma=args.beat_align_sigma,
+                                 progress=progress)
+        for path in written.values():
+            print(path)
+
+
+def _train(args: argparse.Namespace, *, progress: bool) -> None:
+    from cuecraft.config import CodecConfig, load_config
+    from cuecraft.errors import ParameterError
+
+    config = load_config(args.config)
+    if isinstance(config, CodecConfig):
+        if args.steps is not None:
+            raise ParameterError("--steps applies to symbolic configs; set [stage1].steps / [stage2].steps")
+        from cuecraft.training.codec_run import run_codec_training
+
+        stages = (args.stage,) if args.stage else (1, 2)
+        results = run_codec_training(config, out_dir=args.out, stages=stages, progress=progress)
+        for stage, result in results.items():
+            print(f"stage {stage}: {result.weights} (val loss {result.val_loss:.4f})")
+        return
+    if args.stage is not None:
+        raise ParameterError("--stage applies to codec configs only")
+    from cuecraft.training.run import run_training
+
+    result = run_training(config, out_dir=args.out, steps=args.steps, progress=progress)
+    print(result.weights)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,30 @@ def stack_features(features: dict[str, np.ndarray], *, length: int) -> tuple[np.
         blocks.append(value)
         presence.append(1.0)
     return np.concatenate(blocks, axis=1).astype(np.float32), np.asarray(presence, dtype=np.float32)
+
+
+def features_at(controls, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The controls sampled at ``times`` (seconds) as ``[T, 19]`` features plus the ``[4]`` presence.
+
+    The frame-rate counterpart of the symbolic model's per-token features (the codec
+    backbone reads its controls at 50 Hz): the bar phase comes from the beat grid, linear
+    between beats and extrapolated past its ends; the other controls are resampled by
+    ``controls/resample.py``.
+    """
+    from cuecraft.controls.resample import beat_count, sample_hold, sample_linear
+
+    times = finite_1d("times", times)
+    feats = {}
+    if controls.beat is not None:
+        beat = controls.beat
+        count = beat_count(beat, times)
+        index = np.clip(np.floor(count), 0, len(beat) - 1).astype(int)
+        position = beat[index, 1] + (count - index)
+        feats["beat"] = beat_features(np.mod(position, controls.beats_per_bar), beats_per_bar=controls.beats_per_bar)
+    if controls.melody is not None:
+        feats["melody"] = melody_features(sample_hold(controls.melody, times))
+    if controls.intensity is not None:
+        feats["intensity"] = intensity_features(sample_linear(controls.intensity, times)[:, 0])
+    if controls.emotion is not None:
+        feats["emotion"] = emotion_features(sample_linear(controls.emotion, times))
+    return stack_features(feats, length=len(times))
