@@ -190,6 +190,8 @@ def fit(model: torch.nn.Module, *, loss_fn: Callable[[torch.nn.Module, Batch], t
         load_weights(resume / WEIGHTS, model, expect=expect)
         step = int(state["step"])
         log(f"resuming {out} at step {step}")
+    else:
+        torch.manual_seed(cfg.seed)  # dropout draws depend on this run's seed alone, not on what ran before
     ema = EMA(model, decay=cfg.ema) if cfg.ema else None
     if ema is not None and state is not None and (resume / EMA_WEIGHTS).is_file():
         from safetensors.torch import load_file
