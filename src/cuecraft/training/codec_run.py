@@ -30,7 +30,7 @@ import torch
 from cuecraft.config import CodecConfig, load_config
 from cuecraft.errors import MediaError, ParameterError
 from cuecraft.training.checkpoints import WEIGHTS, load_weights
-from cuecraft.training.fit import TrainResult, fit, latest_checkpoint
+from cuecraft.training.fit import TrainResult, fit, is_main_process, latest_checkpoint
 
 FORMAT = "cuecraft-codec-1"
 CODEC_FOLDER = "codec"
@@ -108,7 +108,10 @@ def run_codec_training(config: CodecConfig | str | os.PathLike, *, out_dir: str 
         results[2] = fit(model, loss_fn=lambda m, b: m.loss(b, use_controls=True),
                          sample_batch=sampler(config.stage2), config=config.stage2, out=out / "stage2",
                          metadata=metadata, progress=progress, log=log, desc="stage 2")
-        export(out, results[2].weights, codec_dir=config.data.codec_dir, metadata=metadata)
+        if is_main_process():
+            export(out, results[2].weights, codec_dir=config.data.codec_dir, metadata=metadata)
+    if not is_main_process():
+        return results
     (out / "summary.json").write_text(json.dumps({
         "config": json.loads(config.to_json()),
         **{f"stage{k}": {"steps": r.step, "train_loss": r.train_loss, "val_loss": r.val_loss}
@@ -123,7 +126,10 @@ def export(out: Path, weights: Path, *, codec_dir: str, metadata: dict[str, str]
     from cuecraft.io.files import atomic_path
     from cuecraft.models.backbones.codec import EncodecCodec
 
+    from transformers.utils import logging as hf_logging
+
     codec = EncodecCodec.from_folder(codec_dir)
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar ignores --quiet
     target = out / CODEC_FOLDER
     tmp = out / (CODEC_FOLDER + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -70,6 +70,15 @@ class _Plain:
         pass
 
 
+def is_main_process() -> bool:
+    """True on the process that writes shared files (rank 0 under accelerate / torchrun, else True)."""
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        return True
+    return PartialState().is_main_process
+
+
 def make_accelerator(mixed_precision: str = "no"):
     """An ``accelerate.Accelerator`` if the library is installed, else a plain single-device stand-in."""
     if mixed_precision not in ("no", "fp16", "bf16"):
