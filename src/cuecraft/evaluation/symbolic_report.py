@@ -35,10 +35,12 @@ def _crop(controls: Controls, seconds: float) -> Controls:
                     emotion=cut(controls.emotion), beats_per_bar=controls.beats_per_bar, duration=seconds)
 
 
-def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int) -> dict[str, dict[str, float]]:
-    """Metrics of one piece for the conditions "controls" and "dropped"."""
+def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int,
+                   cfg_scale: float = 1.0) -> dict[str, dict[str, float]]:
+    """Metrics of one piece for the conditions "controls" and "dropped" (``cfg_scale``: classifier-free
+    guidance over the given controls, 1 = none)."""
     from cuecraft.controls.from_midi import controls_from_midi, estimate_emotion, top_voice
-    from cuecraft.generate.sample import generate_tokens, tokens_to_midi
+    from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
     from cuecraft.render.synth import DEFAULT_SOUNDFONT, render_midi
 
     duration = min(seconds, reference.get_end_time())
@@ -47,7 +49,7 @@ def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int) ->
     out = {"reference": {"pche": pitch_class_entropy(reference, downbeats),
                          "gps": grooving_similarity(reference, downbeats)}}
     for condition, given in (("controls", wanted), ("dropped", Controls(beat=wanted.beat, duration=duration))):
-        ids, track = generate_tokens(model, tokenizer, given, seed=seed)
+        ids, track = generate_tokens(model, tokenizer, given, seed=seed, config=SamplingConfig(cfg_scale=cfg_scale))
         pm = tokens_to_midi(tokenizer, ids, track, melody_program=73, harmony_program=0, duration=duration)
         audio = render_midi(pm, sample_rate=SR, soundfont=DEFAULT_SOUNDFONT, duration=duration)
         grid = np.arange(0, duration, 0.1)
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pieces", type=int, default=20, help="held-out test pieces to use")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of each piece")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg-scale", type=float, default=1.0,
+                        help="classifier-free guidance over the controls (1 = none, the default of 'score')")
     parser.add_argument("-o", "--output", help="write the JSON report here")
     args = parser.parse_args(argv)
     model, tokenizer = load_symbolic(args.weights)
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             reference = tokenizer.decode(ids, bpm=100.0)
             if reference.get_end_time() < 8.0:
                 continue  # too short to measure a beat or an intensity curve
-            results.append(evaluate_piece(model, tokenizer, reference, seconds=args.seconds, seed=args.seed))
+            results.append(evaluate_piece(model, tokenizer, reference, seconds=args.seconds, seed=args.seed,
+                                          cfg_scale=args.cfg_scale))
             bar.update(1)
             if len(results) == args.pieces:
                 break
