@@ -20,3 +20,14 @@ def small_video(tmp_path_factory):
     path = tmp_path_factory.mktemp("media") / "small clip.mp4"
     write_synthetic_video(path, duration=6.0, fps=24, width=320, height=180, events=SMALL_EVENTS, audio=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: OpenMP threads only add barrier waits, badly so on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

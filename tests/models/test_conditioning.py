@@ -15,13 +15,7 @@ DP, DF, DC, P = 8, 6, 5, 16
 NO_DROPOUT = dict(p_drop=0.0, p_prefix=0.0, p_time=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: OpenMP threads only add barrier waits on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lm(n_layers: int = 4) -> TokenLM:

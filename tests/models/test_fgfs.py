@@ -10,13 +10,7 @@ from cuecraft.models.fgfs import FineGrainedFeatureSelection, VideoFeatureAggreg
 DP, DF, DC, D = 8, 6, 5, 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: OpenMP threads only add barrier waits on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fgfs(**kwargs) -> FineGrainedFeatureSelection:

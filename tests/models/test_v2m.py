@@ -15,12 +15,7 @@ DIMS = VisualDims(n_patches=16, patch=6, frame=5, context=4)
 RATE, K, V = 10, 2, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: thread start-up costs more than the work
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model(kind="mtcv2m", max_positions=128):

@@ -87,7 +87,7 @@ def features_at(controls, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     between beats and extrapolated past its ends; the other controls are resampled by
     ``controls/resample.py``.
     """
-    from cuecraft.controls.resample import beat_count, sample_hold, sample_linear
+    from cuecraft.controls.resample import beat_count
 
     times = finite_1d("times", times)
     feats = {}
@@ -97,10 +97,20 @@ def features_at(controls, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         index = np.clip(np.floor(count), 0, len(beat) - 1).astype(int)
         position = beat[index, 1] + (count - index)
         feats["beat"] = beat_features(np.mod(position, controls.beats_per_bar), beats_per_bar=controls.beats_per_bar)
+    feats.update(sampled_features(controls, times))
+    return stack_features(feats, length=len(times))
+
+
+def sampled_features(controls, times: np.ndarray) -> dict[str, np.ndarray]:
+    """Melody, intensity and emotion features of the given controls at ``times`` (seconds); the
+    beat's features depend on the backbone's time base (bar position or musical time)."""
+    from cuecraft.controls.resample import sample_hold, sample_linear
+
+    feats = {}
     if controls.melody is not None:
         feats["melody"] = melody_features(sample_hold(controls.melody, times))
     if controls.intensity is not None:
         feats["intensity"] = intensity_features(sample_linear(controls.intensity, times)[:, 0])
     if controls.emotion is not None:
         feats["emotion"] = emotion_features(sample_linear(controls.emotion, times))
-    return stack_features(feats, length=len(times))
+    return feats

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cuecraft.controls.features import (CONTROL_ORDER, beat_features, emotion_features, intensity_features,
-                                        melody_features, stack_features)
-from cuecraft.controls.resample import sample_hold, sample_linear
+from cuecraft.controls.features import CONTROL_ORDER, beat_features, sampled_features, stack_features
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
 
@@ -102,15 +100,9 @@ class ControlTrack:
     def features(self, beats: np.ndarray, position: np.ndarray, bar_length: np.ndarray) -> np.ndarray:
         """``[T, 19]`` features of tokens at ``beats`` with their bar position and bar length."""
         seconds = self.seconds(beats)
-        c = self.controls
         feats = {"beat": np.concatenate([beat_features(position[i:i + 1], beats_per_bar=int(bar_length[i]))
                                          for i in range(len(beats))])}
-        if c.melody is not None:
-            feats["melody"] = melody_features(sample_hold(c.melody, seconds))
-        if c.intensity is not None:
-            feats["intensity"] = intensity_features(sample_linear(c.intensity, seconds)[:, 0])
-        if c.emotion is not None:
-            feats["emotion"] = emotion_features(sample_linear(c.emotion, seconds))
+        feats.update(sampled_features(self.controls, seconds))
         return stack_features(feats, length=len(beats))[0]
 
 
