@@ -155,3 +155,17 @@ def test_codec_weights_errors_are_one_line(weights, message, small_video, tmp_pa
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert list(tmp_path.glob("o*")) == []
+
+
+def test_score_refuses_visual_tokens_of_another_size(built, small_video, tmp_path, monkeypatch, capsys):
+    import cuecraft.models.visual as visual
+
+    root, musicgen, videos, shards, config = built
+    run = root / "run"
+    if not (run / "model.safetensors").is_file():
+        _train(config, run)
+    monkeypatch.setattr(visual, "build_visual_encoder", lambda *a, **k: visual.EmbeddedEncoder(grid=4))
+    out = tmp_path / "o.mp4"
+    assert main(["score", str(small_video), "-o", str(out), "--backbone", "codec", "--weights", str(run), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "n_patches=16" in err and "n_patches=64" in err and list(tmp_path.iterdir()) == []
