@@ -169,3 +169,15 @@ def test_score_refuses_visual_tokens_of_another_size(built, small_video, tmp_pat
     assert main(["score", str(small_video), "-o", str(out), "--backbone", "codec", "--weights", str(run), "-q"]) == 2
     err = capsys.readouterr().err
     assert "n_patches=16" in err and "n_patches=64" in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["no videos folder", "no codec folder"])
+def test_dataset_build_bad_input_is_one_line(case, built, tmp_path, capsys):
+    root, musicgen, videos, shards, config = built
+    src = tmp_path / "nowhere" if case == "no videos folder" else videos
+    codec = tmp_path / "no codec" if case == "no codec folder" else musicgen
+    out = tmp_path / "shards"
+    assert main(["dataset", "build", str(src), "-o", str(out), "--codec", str(codec), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("nowhere" in err or "no codec" in err)
+    assert not out.exists()
