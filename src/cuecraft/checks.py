@@ -44,3 +44,20 @@ def seed(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ParameterError(f"seed = {value!r}: must be an integer >= 0")
     return int(value)
+
+
+def mono_audio(audio: object, *, sr: object) -> np.ndarray:
+    """``audio`` ``[n]`` or ``[n, channels]`` as finite mono float32 ``[n]`` (n > 0), else ParameterError.
+
+    ``sr`` must be an integer sample rate in [4000, 192000].
+    """
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or not 4000 <= sr <= 192000:
+        raise ParameterError(f"sr = {sr!r}: must be an integer sample rate in [4000, 192000]")
+    y = np.asarray(audio, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=1)
+    if y.ndim != 1 or len(y) == 0:
+        raise ParameterError(f"audio must be [n] or [n, channels] with n > 0, got shape {np.shape(audio)}")
+    if not np.all(np.isfinite(y)):
+        raise ParameterError("audio contains NaN or Inf")
+    return y

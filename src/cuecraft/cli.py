@@ -101,10 +101,15 @@ def _add_dataset(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
-        "evaluate", help="measure how well music follows its video: rhythm, control adherence, symbolic statistics",
+        "evaluate", help="measure how well music follows its video: rhythm, control adherence, symbolic "
+                         "statistics, relevance",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s PATH [PATH ...] [-o REPORT.json] [options]\n"
+              "       %(prog)s --train-relevance PAIRS -o DIR [--steps N] [--width N]",
         description="Evaluate scored videos, or folders of results, and write a JSON report and, beside it,\n"
-                    "a Markdown table: every metric per clip and as mean ± std over clips.",
+                    "a Markdown table: every metric per clip and as mean ± std over clips.\n\n"
+                    "With --train-relevance PAIRS, train the relevance model instead, on a folder of\n"
+                    "(video, music) pairs paired as below, and print where the weights went.",
         epilog="inputs:\n"
                "  a file          self-contained: its video stream is the video, its audio stream the music\n"
                "                  (a cuecraft X.scored.mp4, or any other system's muxed output)\n"
@@ -115,24 +120,79 @@ def _add_evaluate(sub) -> None:
                "  rhythm          visual_beat_f1, cut_hit_rate_100ms (+ _chance), beat_align_sigma50ms (+ symmetric),\n"
                "                  bcs/bhs in the D2M-GAN and LORIS variants against the video's visual beats\n"
                "  controls        intensity r, melody chroma accuracy, beat F1, valence/arousal sign agreement\n"
-               "  symbolic        PCHE, GPS, in-scale ratio, note density (needs X.mid)\n\n"
+               "  symbolic        PCHE, GPS, in-scale ratio, note density (needs X.mid)\n"
+               "  relevance       GVMGen's evaluation model (needs --relevance-weights): relevance_local, the\n"
+               "                  clip's attention-diagonal alignment, and relevance_global_bB, the probability\n"
+               "                  that its video picks its own music among B clips evaluated together (chance\n"
+               "                  1/B; B is min(--relevance-batch, clips), so the score depends on the clip set)\n\n"
+               "relevance model:\n"
+               "  cuecraft evaluate --train-relevance PAIRS -o DIR   trains it (embedded video features, no\n"
+               "                  download; a run in DIR resumes), writes DIR/model.safetensors and\n"
+               "                  DIR/summary.json; then: cuecraft evaluate OUTPUTS --relevance-weights\n"
+               "                  DIR/model.safetensors\n\n"
                "Clips whose music is silent or unreadable are skipped with a reason; music shorter than the video\n"
                "is evaluated as silence at the end and flagged audio_short. Undefined values are null in the\n"
                "JSON and counted apart (never averaged).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="scored video files and/or folders of results")
-    p.add_argument("-o", "--output", default="evaluation.json", metavar="REPORT.json",
+    p.add_argument("paths", nargs="*", metavar="PATH", help="scored video files and/or folders of results")
+    p.add_argument("-o", "--output", metavar="REPORT.json",
                    help="JSON report to write; the Markdown table goes beside it as REPORT.md "
-                        "(default: evaluation.json in the current folder)")
+                        "(default: evaluation.json in the current folder). With --train-relevance: the run "
+                        "folder (required)")
     p.add_argument("--overwrite", action="store_true", help="replace the reports if they exist")
-    # "relevance" (and --train-relevance PAIRS) join here when the relevance model lands.
-    p.add_argument("--metrics", default="rhythm,controls,symbolic", metavar="GROUPS",
-                   help="comma-separated metric groups among rhythm, controls, symbolic "
-                        "(default: all; controls and symbolic apply only where their side files exist)")
+    p.add_argument("--metrics", metavar="GROUPS",
+                   help="comma-separated metric groups among rhythm, controls, symbolic, relevance "
+                        "(default: rhythm, controls and symbolic, plus relevance with --relevance-weights; "
+                        "controls and symbolic apply only where their side files exist)")
     p.add_argument("--beat-align-sigma", type=float, default=0.05, metavar="SECONDS",
                    help="sigma of the BeatAlign score (default: 0.05, Bailando's 3 frames at 60 fps)")
     p.add_argument("--cut-window", type=float, default=0.1, metavar="SECONDS",
                    help="a cut counts as hit if a music onset is within this many seconds (default: 0.1)")
+    p.add_argument("--relevance-weights", metavar="FILE",
+                   help="relevance model (DIR/model.safetensors written by --train-relevance, or DIR)")
+    p.add_argument("--relevance-batch", type=int, default=16, metavar="N",
+                   help="clips each video chooses its music among for relevance_global_bN, and the "
+                        "contrastive batch when training (default: 16, GVMGen's)")
+    p.add_argument("--train-relevance", metavar="PAIRS",
+                   help="train the relevance model on the (video, music) pairs of this folder, into -o DIR")
+    p.add_argument("--steps", type=int, metavar="N", help="with --train-relevance: training steps (default: 3000)")
+    p.add_argument("--width", type=int, metavar="N",
+                   help="with --train-relevance: model width (default: 512, GVMGen's; a multiple of 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _evaluate(args: argparse.Namespace, *, progress: bool) -> None:
+    from cuecraft.errors import ParameterError
+
+    if args.train_relevance is None:
+        from cuecraft.evaluation.evaluate import run as run_evaluation
+
+        for flag, value in (("--steps", args.steps), ("--width", args.width)):
+            if value is not None:
+                raise ParameterError(f"{flag} applies to --train-relevance only")
+        if not args.paths:
+            raise ParameterError("no PATH given: name scored videos or folders of results "
+                                 "(or --train-relevance PAIRS)")
+        written = run_evaluation(args.paths, out=args.output or "evaluation.json", overwrite=args.overwrite,
+                                 metrics=args.metrics, cut_window=args.cut_window,
+                                 beat_align_sigma=args.beat_align_sigma, relevance_weights=args.relevance_weights,
+                                 relevance_batch=args.relevance_batch, progress=progress)
+        for path in written.values():
+            print(path)
+        return
+    from cuecraft.evaluation.relevance_train import train_relevance_command
+
+    if args.paths:
+        raise ParameterError(f"--train-relevance trains on its PAIRS folder; PATH '{args.paths[0]}' is not used")
+    for flag, value in (("--metrics", args.metrics), ("--relevance-weights", args.relevance_weights)):
+        if value is not None:
+            raise ParameterError(f"{flag} applies to evaluation, not to --train-relevance")
+    if args.output is None:
+        raise ParameterError("--train-relevance needs -o DIR, the run folder for the weights")
+    summary = train_relevance_command(args.train_relevance, out=args.output,
+                                      steps=3000 if args.steps is None else args.steps,
+                                      width=512 if args.width is None else args.width,
+                                      batch_size=args.relevance_batch, progress=progress)
+    print(summary["weights"])
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -173,13 +233,7 @@ def _run(args: argparse.Namespace) -> None:
                              progress=progress, log=lambda m: print(m, file=sys.stderr))
         print(f"{args.output}: {counts['written']} written, {counts['kept']} kept, {counts['skipped']} skipped")
     elif args.command == "evaluate":
-        from cuecraft.evaluation.evaluate import run as run_evaluation
-
-        written = run_evaluation(args.paths, out=args.output, overwrite=args.overwrite, metrics=args.metrics,
-                                 cut_window=args.cut_window, beat_align_sigma=args.beat_align_sigma,
-                                 progress=progress)
-        for path in written.values():
-            print(path)
+        _evaluate(args, progress=progress)
 
 
 def _train(args: argparse.Namespace, *, progress: bool) -> None:

@@ -1,13 +1,12 @@
 """cuecraft evaluate end to end on cheap synthetic results: pairing, keys, skips, NaN, reports."""
 import json
-import math
 
 import numpy as np
 import pretty_midi
 import pytest
 
 from cuecraft.errors import MediaError, OutputError, ParameterError
-from cuecraft.evaluation.evaluate import aggregate, collect, evaluate, run
+from cuecraft.evaluation.evaluate import collect, evaluate, run
 from cuecraft.io.audio import write_wav
 from cuecraft.io.mux import mux_music
 from cuecraft.io.synthetic import SyntheticEvents, write_synthetic_video
@@ -110,7 +109,8 @@ def test_pairs_and_scored_clip_keys(results):
 def test_aligned_clicks_beat_shifted_clicks(results):
     clips = by_name(results["report"])
     aligned, shifted, scored = (clips[n]["metrics"] for n in ("aligned", "shifted", "clip"))
-    assert aligned["visual_beat_f1"] >= 0.8 and scored["visual_beat_f1"] >= 0.8  # muxed AAC keeps the timing
+    # No beats are tracked in the silence before the first and after the last click.
+    assert aligned["visual_beat_f1"] >= 0.95 and scored["visual_beat_f1"] >= 0.95  # muxed AAC keeps the timing
     assert shifted["visual_beat_f1"] <= 0.2
     assert aligned["beat_align_sigma50ms"] > shifted["beat_align_sigma50ms"] + 0.4
 
@@ -132,15 +132,6 @@ def test_skips_flags_and_nan_counted(results):
     assert cell["mean"] == pytest.approx(np.mean(finite))
     control = report["aggregate"]["control_beat_f1"]
     assert control["n"] == 1 and control["missing"] == 3 and control["std"] is None
-
-
-def test_aggregate_hand_worked():
-    nan = float("nan")
-    table = aggregate([{"metrics": {"a": 1.0, "b": nan}}, {"metrics": {"a": 3.0}}, {"metrics": {"a": nan, "b": 2.0}}])
-    assert table["a"] == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)), "n": 2, "nan": 1, "missing": 0}
-    assert table["b"]["mean"] == 2.0 and math.isnan(table["b"]["std"])
-    assert (table["b"]["n"], table["b"]["nan"], table["b"]["missing"]) == (1, 1, 1)
-    assert math.isnan(aggregate([{"metrics": {"a": nan}}])["a"]["mean"])
 
 
 def test_pairing_rules(tmp_path):
@@ -172,8 +163,12 @@ def test_bad_input(tmp_path, results):
     quiet = results["folder"] / "quiet.mp4"
     with pytest.raises(MediaError, match="no clip could be evaluated.*no audio stream"):
         evaluate([quiet])  # named alone, it is self-contained, and it has no audio stream
-    with pytest.raises(ParameterError, match="relevance"):
+    with pytest.raises(ParameterError, match="relevance needs --relevance-weights"):
         evaluate([quiet], metrics="rhythm,relevance")
+    with pytest.raises(ParameterError, match="'rhythm' has no relevance"):
+        evaluate([quiet], metrics="rhythm", relevance_weights=tmp_path / "w.safetensors")
+    with pytest.raises(MediaError, match=r"relevance weights: .*w\.safetensors': no such file"):
+        evaluate([quiet], relevance_weights=tmp_path / "w.safetensors")
     with pytest.raises(ParameterError, match=r"\.json"):
         run([quiet], out=tmp_path / "report.txt")
     existing = tmp_path / "report.json"

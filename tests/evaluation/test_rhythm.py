@@ -157,10 +157,26 @@ def test_music_onsets_resample_and_invalid():
         music_onsets(np.zeros(0), sr=SR)
 
 
+def test_music_onsets_and_beats_empty():
+    silence = np.zeros(3 * SR, np.float32)
+    for variant in ONSET_VARIANTS:
+        assert len(music_onsets(silence, sr=SR, variant=variant)) == 0
+    assert len(music_beats(silence, sr=SR)) == 0
+    with pytest.raises(ParameterError, match="NaN"):
+        music_beats(np.full(SR, np.nan), sr=SR)
+
+
 def test_music_beats_on_a_steady_click_track():
-    clicks = np.arange(0.5, 10.0, 0.5)  # 120 BPM
+    clicks = np.arange(0.5, 10.0, 0.5)  # 120 BPM, with silence before the first and after the last click
     beats = music_beats(click_track(clicks, 10.5), sr=SR)
-    assert visual_beat_f1(clicks, beats[(beats > 0.2) & (beats < 10.2)]) >= 0.9
+    assert visual_beat_f1(clicks, beats) >= 0.95
+    assert beats[0] > 0.4 and beats[-1] < 9.6  # no beats in the silent ends
+
+
+def test_harmonic_mean():
+    assert rhythm.harmonic_mean(0.5, 1.0) == pytest.approx(2 / 3)
+    assert rhythm.harmonic_mean(1.0, 1.0) == 1.0 and rhythm.harmonic_mean(0.0, 0.0) == 0.0
+    assert math.isnan(rhythm.harmonic_mean(float("nan"), 1.0))
 
 
 def test_evaluate_keys_and_alignment():
@@ -186,6 +202,20 @@ def test_evaluate_keys_and_alignment():
     assert {"cut_hit_rate_50ms", "beat_align_sigma30ms", "bhs_d2m_vs_reference", "f1_loris_vs_reference"} <= set(other)
     assert other["bhs_d2m_vs_reference"] == 1.0  # the same bins, a quarter second apart
     assert set(rhythm.definitions(cut_window=0.05, sigma=0.03)) >= set(other)
+
+
+def test_evaluate_empty_events_and_silent_music():
+    # Nothing to follow and nothing played: every rate over an empty set is NaN, none is 0 by accident.
+    out = rhythm.evaluate([], [], np.zeros(4 * SR, np.float32), sr=SR, duration=4.0)
+    for key in ("visual_beat_f1", "cut_hit_rate_100ms", "beat_align_sigma50ms", "beat_align_symmetric_sigma50ms",
+                "bcs_d2m_vs_visual", "bhs_d2m_vs_visual", "bhs_loris_vs_visual", "f1_loris_vs_visual"):
+        assert math.isnan(out[key]), key
+    assert out["cut_hit_rate_100ms_chance"] == 0.0 and out["bcs_loris_vs_visual"] == 0.0
+    # Visual beats and cuts but silent music: the music follows nothing, so the rates are 0.
+    impacts = np.arange(0.5, 4.0, 0.5)
+    out = rhythm.evaluate(impacts, [2.0], np.zeros(4 * SR, np.float32), sr=SR, duration=4.0)
+    assert out["visual_beat_f1"] == 0.0 and out["cut_hit_rate_100ms"] == 0.0 and out["bhs_d2m_vs_visual"] == 0.0
+    assert math.isnan(out["beat_align_sigma50ms"])  # averaged over music beats, of which there are none
 
 
 def test_evaluate_ignores_music_after_the_video_and_checks_input():

@@ -1,7 +1,7 @@
 """Control adherence: does the music do what the controls asked? (mir_eval shape)
 
 Each metric takes the requested control series (times in seconds) and what was produced,
-``validate`` checks the inputs, and :func:`evaluate` returns a dict whose keys name the
+``validate_series`` checks the inputs, and :func:`evaluate` returns a dict whose keys name the
 metric and its variant. Shared by the symbolic-model evaluation and ``cuecraft evaluate``.
 """
 from __future__ import annotations
@@ -10,10 +10,12 @@ import warnings
 
 import numpy as np
 
+from cuecraft.checks import finite_1d, mono_audio
 from cuecraft.errors import ParameterError
 
 BEAT_WINDOW = 0.07          # seconds, mir_eval's beat F-measure window
 FRAME_RATE = 10.0           # Hz, for melody and intensity comparisons
+SILENCE_TOP_DB = 60.0       # dB below the loudest frame that count as silence (librosa.effects.trim's default)
 
 
 def validate_series(name: str, times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +84,14 @@ def _hold(times: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray
 
 
 def beat_f_measure(req_beats, produced_beats) -> float:
-    """mir_eval beat F-measure (±70 ms) of produced beats against the requested ones."""
+    """mir_eval beat F-measure (±70 ms) of produced beats against the requested ones.
+
+    NaN when nothing was requested; 0 when beats were requested and none produced.
+    """
     import mir_eval
 
-    req = np.asarray(req_beats, dtype=float)
-    got = np.asarray(produced_beats, dtype=float)
+    req, _ = validate_series("beat", req_beats, np.zeros(len(np.atleast_1d(req_beats))))
+    got = finite_1d("produced_beats", produced_beats)
     if len(req) == 0:
         return float("nan")
     with warnings.catch_warnings():
@@ -94,14 +99,38 @@ def beat_f_measure(req_beats, produced_beats) -> float:
         return float(mir_eval.beat.f_measure(req, np.sort(got), f_measure_threshold=BEAT_WINDOW))
 
 
-def track_beats(audio: np.ndarray, *, sr: int) -> np.ndarray:
-    """Beat times tracked in audio (librosa's beat tracker)."""
+def track_beats(audio, *, sr: int) -> np.ndarray:
+    """Beat times (s) tracked in ``audio``: librosa's beat tracker, without beats in leading or trailing silence.
+
+    Untrimmed, librosa's dynamic programme starts its path at frame 0 and can end it one beat
+    period after the music stops, so a click track with silence at both ends gets a beat at
+    0 s and one at its end that no listener hears. librosa's own ``trim=True`` instead drops
+    end beats that are weak relative to the mean beat strength, which would also drop a soft
+    but real intro. So beats are dropped only where nothing sounds: more than
+    :data:`BEAT_WINDOW` before the first or after the last frame within :data:`SILENCE_TOP_DB`
+    of the loudest (``librosa.effects.trim``). Rests inside the music keep their beats, as a
+    pulse goes on through a rest.
+
+    Parameters
+    ----------
+    audio : ``[n]`` or ``[n, channels]`` (mixed to mono)
+    sr : sample rate of ``audio`` in Hz
+
+    Returns
+    -------
+    ``[B]`` increasing beat times in seconds; empty for silence (peak below -80 dBFS).
+    """
     import librosa
 
-    y = np.asarray(audio, dtype=np.float32)
-    y = y.mean(axis=1) if y.ndim == 2 else y
-    _, beats = librosa.beat.beat_track(y=y, sr=sr, units="time", trim=False)
-    return np.asarray(beats, dtype=float)
+    from cuecraft.controls.from_audio import SILENCE_PEAK
+
+    y = mono_audio(audio, sr=sr)
+    if float(np.max(np.abs(y))) < SILENCE_PEAK:
+        return np.empty(0)
+    _, beats = librosa.beat.beat_track(y=y, sr=int(sr), units="time", trim=False)
+    _, (start, end) = librosa.effects.trim(y, top_db=SILENCE_TOP_DB)
+    beats = np.asarray(beats, dtype=float)
+    return beats[(beats >= start / sr - BEAT_WINDOW) & (beats <= end / sr + BEAT_WINDOW)]
 
 
 def emotion_agreement(requested: np.ndarray, produced: np.ndarray) -> dict[str, float]:
@@ -114,3 +143,74 @@ def emotion_agreement(requested: np.ndarray, produced: np.ndarray) -> dict[str, 
         return {"valence_sign_agreement": float("nan"), "arousal_sign_agreement": float("nan")}
     same = np.sign(requested) == np.sign(produced)
     return {"valence_sign_agreement": float(same[:, 0].mean()), "arousal_sign_agreement": float(same[:, 1].mean())}
+
+
+def definitions() -> dict[str, str]:
+    """One line per key :func:`evaluate` can return."""
+    audio = "estimated from the music audio (cuecraft.controls.from_audio)"
+    return {
+        "control_intensity_r": "Pearson r of the requested intensity (dB) and the music's RMS dB at the same times",
+        "control_melody_chroma_accuracy": f"share of requested melody frames (10 Hz) whose pitch class is the "
+                                          f"music's top-1 chroma, {audio}",
+        "control_beat_f1": "mir_eval beat F-measure, ±70 ms, untrimmed: requested beats vs beats tracked in the "
+                           "music (librosa beat_track, no beats in leading/trailing silence)",
+        "control_valence_sign_agreement": f"share of requested emotion points whose valence sign the music's has, "
+                                          f"{audio}",
+        "control_arousal_sign_agreement": f"the same for arousal, {audio}",
+    }
+
+
+def evaluate(requested, audio, *, sr: int) -> dict[str, float]:
+    """Control adherence of one piece of music: what the controls asked for vs what its audio does.
+
+    What the music does is read off its audio (:func:`cuecraft.controls.from_audio.controls_from_audio`
+    for melody and emotion, :func:`track_beats` for beats, :func:`rms_db` for intensity), so the
+    output of any system is measured alike.
+
+    Parameters
+    ----------
+    requested : cuecraft.controls.schema.Controls
+        The requested controls, times in seconds from the start of ``audio``.
+    audio : ``[n]`` or ``[n, channels]`` music, at least 1 s
+    sr : sample rate of ``audio`` in Hz
+
+    Returns
+    -------
+    dict with one key per requested control (none for a control not requested):
+    ``control_intensity_r``, ``control_melody_chroma_accuracy``, ``control_beat_f1`` and, for
+    emotion, ``control_valence_sign_agreement`` and ``control_arousal_sign_agreement``. Silent
+    music does nothing: melody accuracy and beat F1 are 0 where something was asked, intensity r
+    and emotion agreement NaN (undefined).
+
+    Raises
+    ------
+    ParameterError
+        If ``requested`` is not a Controls, or ``audio`` or ``sr`` is invalid.
+    """
+    from cuecraft.controls.from_audio import SILENCE_PEAK, controls_from_audio
+    from cuecraft.controls.resample import sample_linear
+    from cuecraft.controls.schema import Controls
+
+    if not isinstance(requested, Controls):
+        raise ParameterError(f"requested must be a Controls, got {type(requested).__name__}")
+    y = mono_audio(audio, sr=sr)
+    if len(y) < sr:
+        raise ParameterError(f"audio holds {len(y)} samples ({len(y) / sr:.3f} s at sr={sr}): need at least 1 s")
+    silent = float(np.max(np.abs(y))) < SILENCE_PEAK
+    produced = None if silent else controls_from_audio(y, sr=int(sr), beats_per_bar=requested.beats_per_bar)
+    out = {}
+    if requested.intensity is not None:
+        out["control_intensity_r"] = intensity_correlation(*requested.intensity.T, y, sr=sr)
+    if requested.melody is not None:
+        got = (np.empty(0), np.empty(0)) if produced is None else produced.melody.T
+        out["control_melody_chroma_accuracy"] = melody_accuracy(*requested.melody.T, *got)
+    if requested.beat is not None:
+        out["control_beat_f1"] = beat_f_measure(requested.beat[:, 0], track_beats(y, sr=sr))
+    if requested.emotion is not None:
+        if produced is None:
+            agreement = {"valence_sign_agreement": float("nan"), "arousal_sign_agreement": float("nan")}
+        else:
+            got = sample_linear(produced.emotion, requested.emotion[:, 0])
+            agreement = emotion_agreement(requested.emotion[:, 1:], got)
+        out.update({f"control_{k}": v for k, v in agreement.items()})
+    return out

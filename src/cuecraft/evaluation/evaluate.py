@@ -13,6 +13,10 @@ Inputs and pairing
 - Beside any clip, ``X.mid`` adds the symbolic metrics and ``X.controls.json`` the control
   adherence metrics (where ``cuecraft score`` writes them, :func:`cuecraft.api.output_paths`).
 
+Metric groups: ``rhythm`` (:mod:`.rhythm`), ``controls`` (:mod:`.adherence`), ``symbolic``
+(:mod:`.symbolic`), each per clip, and ``relevance`` (:mod:`.relevance_group`), scored over all
+clips at once with a trained model. Aggregation and the report files: :mod:`.report`.
+
 Bad input
 ---------
 - Unreadable media or no audio stream: the clip is skipped with the reader's message.
@@ -28,10 +32,7 @@ Bad input
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,12 @@ import numpy as np
 
 from cuecraft.checks import seconds
 from cuecraft.errors import ControlsError, MediaError, OutputError, ParameterError
-from cuecraft.evaluation import rhythm
+from cuecraft.evaluation import adherence, relevance_group, report, rhythm, symbolic
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 SIDE_SUFFIXES = {"midi": (".mid", ".midi"), "controls": (".controls.json",)}
-METRIC_GROUPS = ("rhythm", "controls", "symbolic")  # "relevance" joins when the relevance model lands
+METRIC_GROUPS = ("rhythm", "controls", "symbolic")  # the default; "relevance" needs a trained model
 SR = rhythm.ONSET_SR
 SHORT_TOLERANCE = 0.1     # seconds: AAC priming and padding move a stream's end by a few frames
 REPORT_VERSION = 1
@@ -202,106 +203,51 @@ def _rhythm(data: ClipData, settings: dict) -> dict[str, float]:
 
 
 def _controls(data: ClipData, settings: dict) -> dict[str, float]:
-    from cuecraft.controls.from_audio import controls_from_audio
-    from cuecraft.controls.resample import sample_linear
-    from cuecraft.evaluation import adherence
-
-    wanted, out = data.controls, {}
-    if wanted is None:
-        return out
-    # What the music does is read off its audio, so other systems' results are measured alike.
-    produced = controls_from_audio(data.audio, sr=SR, beats_per_bar=wanted.beats_per_bar)
-    if wanted.intensity is not None:
-        out["control_intensity_r"] = adherence.intensity_correlation(*wanted.intensity.T, data.audio, sr=SR)
-    if wanted.melody is not None:
-        out["control_melody_chroma_accuracy"] = adherence.melody_accuracy(*wanted.melody.T, *produced.melody.T)
-    if wanted.beat is not None:
-        out["control_beat_f1"] = adherence.beat_f_measure(wanted.beat[:, 0], rhythm.music_beats(data.audio, sr=SR))
-    if wanted.emotion is not None:
-        got = sample_linear(produced.emotion, wanted.emotion[:, 0])
-        out.update({f"control_{k}": v for k, v in adherence.emotion_agreement(wanted.emotion[:, 1:], got).items()})
-    return out
+    return {} if data.controls is None else adherence.evaluate(data.controls, data.audio, sr=SR)
 
 
 def _symbolic(data: ClipData, settings: dict) -> dict[str, float]:
     from cuecraft.controls.from_midi import read_midi
-    from cuecraft.controls.keys import key_from_melody
-    from cuecraft.evaluation import symbolic
 
     if data.clip.midi is None:
         return {}
-    pm = read_midi(data.clip.midi)
     beat = None if data.controls is None else data.controls.beat
-    downbeats = beat[beat[:, 1] == 0, 0] if beat is not None else np.asarray(pm.get_downbeats())
-    nan, bars = float("nan"), len(downbeats) >= 2
-    weights = np.zeros(12)  # time per pitch class, for the key estimate
-    for note in (n for inst in pm.instruments if not inst.is_drum for n in inst.notes):
-        weights[note.pitch % 12] += note.end - note.start
-    root, mode = key_from_melody(weights) if weights.sum() > 0 else (0, "major")
-    return {"pche_1bar": symbolic.pitch_class_entropy(pm, downbeats) if bars else nan,
-            "gps_16pos": symbolic.grooving_similarity(pm, downbeats) if bars else nan,
-            "in_scale_ratio_estimated_key": symbolic.in_scale_ratio(pm, key_root=root, mode=mode),
-            "note_density_onsets_per_s": symbolic.note_density(pm, duration=data.duration)}
+    # The controls file's bars are the ones the music was asked to follow; else the MIDI's own.
+    downbeats = None if beat is None else beat[beat[:, 1] == 0, 0]
+    return symbolic.evaluate(read_midi(data.clip.midi), duration=data.duration, downbeats=downbeats)
 
 
-# Per-clip metric groups. A group that needs the whole batch (relevance) can gather each
-# clip's ClipData here and add its own keys to the clips after the loop in evaluate().
+# Per-clip metric groups. "relevance" needs the whole batch: RelevanceGroup collects each
+# clip's features in evaluate_clip and adds its keys to the clips after the loop in evaluate().
 GROUPS = {"rhythm": _rhythm, "controls": _controls, "symbolic": _symbolic}
-_AUDIO = "estimated from the music audio (cuecraft.controls.from_audio)"
-DEFINITIONS = {
-    "control_intensity_r": "Pearson r of the requested intensity (dB) and the music's RMS dB at the same times",
-    "control_melody_chroma_accuracy": f"share of requested melody frames (10 Hz) whose pitch class is the music's "
-                                      f"top-1 chroma, {_AUDIO}",
-    "control_beat_f1": "mir_eval beat F-measure, ±70 ms, untrimmed: requested beats vs beats tracked in the music",
-    "control_valence_sign_agreement": f"share of requested emotion points whose valence sign the music's has, {_AUDIO}",
-    "control_arousal_sign_agreement": f"the same for arousal, {_AUDIO}",
-    "pche_1bar": "pitch-class histogram entropy (bits) per bar, averaged; bars from the controls file's downbeats, "
-                 "else the MIDI's own",
-    "gps_16pos": "grooving pattern similarity over all bar pairs, 16 onset positions per bar",
-    "in_scale_ratio_estimated_key": "share of pitched MIDI notes in the scale of the key estimated "
-                                    "(Krumhansl-Kessler) from the same notes",
-    "note_density_onsets_per_s": "pitched MIDI note onsets per second of video",
-    "f1_loris_vs_visual_of_means": "F1 of the mean bcs_loris_vs_visual and mean bhs_loris_vs_visual over clips, "
-                                   "as LORIS reports it",
-    "f1_loris_vs_reference_of_means": "the same against reference music",
-}
+KNOWN_GROUPS = (*GROUPS, "relevance")
 
 
-def definitions(settings: dict) -> dict[str, str]:
+def definitions(settings: dict, relevance_batch: int | None = None) -> dict[str, str]:
     """What every metric key means: its definition, variant and reference."""
     return {**rhythm.definitions(cut_window=settings["cut_window"], sigma=settings["beat_align_sigma"]),
-            **DEFINITIONS}
+            **adherence.definitions(), **symbolic.definitions(), **relevance_group.definitions(relevance_batch),
+            **report.DERIVED_DEFINITIONS}
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def parse_metrics(metrics=None, *, relevance_weights=None) -> tuple[str, ...]:
+    """``"rhythm,controls"`` or a sequence of names -> a tuple of known group names.
 
-
-def aggregate(clips: list[dict]) -> dict[str, dict]:
-    """Mean and sample std (ddof=1) of each metric over clips; NaN and missing values counted apart."""
-    out = {}
-    for key in dict.fromkeys(k for c in clips for k in c["metrics"]):  # first-seen order, as defined
-        values = [c["metrics"][key] for c in clips if key in c["metrics"]]
-        finite = [float(v) for v in values if _finite(v)]
-        out[key] = {"mean": float(np.mean(finite)) if finite else float("nan"),
-                    "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan"),
-                    "n": len(finite), "nan": len(values) - len(finite), "missing": len(clips) - len(values)}
-    return out
-
-
-def _derived(table: dict[str, dict]) -> dict[str, float]:
-    # LORIS reports F1 of the mean BCS and mean BHS, not the mean of per-clip F1s.
-    pairs = {r: (table.get(f"bcs_loris_vs_{r}"), table.get(f"bhs_loris_vs_{r}")) for r in ("visual", "reference")}
-    return {f"f1_loris_vs_{ref}_of_means": rhythm.harmonic_mean(bcs["mean"], bhs["mean"])
-            for ref, (bcs, bhs) in pairs.items() if bcs and bhs}
-
-
-def parse_metrics(metrics) -> tuple[str, ...]:
-    """``"rhythm,controls"`` or a sequence of names -> a tuple of known group names."""
+    ``None`` means rhythm, controls and symbolic, plus relevance when ``relevance_weights`` is
+    given. Relevance needs the weights, and the weights need relevance.
+    """
+    if metrics is None:
+        return METRIC_GROUPS + (("relevance",) if relevance_weights is not None else ())
     names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     for name in names or [""]:
-        if name not in GROUPS:
-            raise ParameterError(f"--metrics {name!r}: must be among {', '.join(GROUPS)}")
+        if name not in KNOWN_GROUPS:
+            raise ParameterError(f"--metrics {name!r}: must be among {', '.join(KNOWN_GROUPS)}")
+    if "relevance" in names and relevance_weights is None:
+        raise ParameterError("--metrics relevance needs --relevance-weights FILE (a model trained with "
+                             "--train-relevance)")
+    if "relevance" not in names and relevance_weights is not None:
+        raise ParameterError(f"--relevance-weights '{relevance_weights}' is given but --metrics "
+                             f"{','.join(names)!r} has no relevance")
     return tuple(dict.fromkeys(names))
 
 
@@ -311,8 +257,11 @@ def _settings(cut_window: float, beat_align_sigma: float) -> dict:
             "beat_window": rhythm.BEAT_WINDOW, "short_audio_tolerance": SHORT_TOLERANCE}
 
 
-def evaluate_clip(clip: Clip, *, groups=METRIC_GROUPS, settings: dict | None = None) -> dict:
+def evaluate_clip(clip: Clip, *, groups=METRIC_GROUPS, settings: dict | None = None, relevance=None) -> dict:
     """The report entry of one clip: its files, flags, warnings, counts and metrics.
+
+    ``relevance`` (a :class:`~cuecraft.evaluation.relevance_group.RelevanceGroup`) is given the
+    clip's features; its keys join the entry when the group finishes.
 
     Raises
     ------
@@ -329,121 +278,89 @@ def evaluate_clip(clip: Clip, *, groups=METRIC_GROUPS, settings: dict | None = N
             data = ClipData(clip, data.analysis, data.audio, data.duration, load_controls(clip.controls))
         except ControlsError as exc:
             warnings.append(str(exc))
-    for group in groups:
+    for group in (g for g in groups if g in GROUPS):
         try:
             values.update(GROUPS[group](data, settings))
         except (MediaError, ParameterError, ControlsError) as exc:  # a bad side file costs its group only
             warnings.append(f"{group}: {exc}")
     visual = data.analysis.visual
-    return {"name": clip.name, "video": str(clip.video), "music": str(clip.music), "kind": clip.kind,
-            "midi": None if clip.midi is None else str(clip.midi),
-            "controls": None if clip.controls is None else str(clip.controls),
-            "duration": data.duration, "audio_seconds": audio_seconds, "flags": flags, "warnings": warnings,
-            "visual_beats": len(visual.visual_beats), "cuts": len(visual.cuts), "metrics": values}
+    entry = {"name": clip.name, "video": str(clip.video), "music": str(clip.music), "kind": clip.kind,
+             "midi": None if clip.midi is None else str(clip.midi),
+             "controls": None if clip.controls is None else str(clip.controls),
+             "duration": data.duration, "audio_seconds": audio_seconds, "flags": flags, "warnings": warnings,
+             "visual_beats": len(visual.visual_beats), "cuts": len(visual.cuts), "metrics": values}
+    if relevance is not None:
+        try:
+            relevance.add(entry, clip.video, data.audio, sr=SR)
+        except (MediaError, ParameterError) as exc:
+            warnings.append(f"relevance: {exc}")
+    return entry
 
 
-def evaluate(paths, *, metrics=METRIC_GROUPS, cut_window: float = rhythm.CUT_WINDOW,
-             beat_align_sigma: float = rhythm.BEAT_ALIGN_SIGMA, progress: bool = False) -> dict:
+def evaluate(paths, *, metrics=None, cut_window: float = rhythm.CUT_WINDOW,
+             beat_align_sigma: float = rhythm.BEAT_ALIGN_SIGMA, relevance_weights=None,
+             relevance_batch: int = relevance_group.DEFAULT_BATCH, progress: bool = False) -> dict:
     """Evaluate every clip under ``paths``; the report that :func:`run` writes.
+
+    Parameters
+    ----------
+    paths : scored videos and/or folders of results (see the module docstring)
+    metrics : group names (``"rhythm,controls"`` or a sequence); see :func:`parse_metrics`
+    cut_window, beat_align_sigma : seconds, for the rhythm group
+    relevance_weights : a relevance model (``--train-relevance``) for the relevance group
+    relevance_batch : candidates per video for the global relevance score
 
     Raises
     ------
     MediaError
-        If a path is missing, or no clip could be evaluated (naming the first reason).
+        If a path or the relevance weights are missing, or no clip could be evaluated (naming the
+        first reason).
     """
     from tqdm.auto import tqdm
 
-    groups, settings = parse_metrics(metrics), _settings(cut_window, beat_align_sigma)
+    groups = parse_metrics(metrics, relevance_weights=relevance_weights)
+    settings = _settings(cut_window, beat_align_sigma)
+    relevance = None
+    if "relevance" in groups:  # loaded first: a bad weights file fails before any clip is read
+        relevance = relevance_group.RelevanceGroup(relevance_weights, batch_size=relevance_batch)
     found = collect(paths)
     if not found.clips and not found.skipped:
         raise MediaError(f"nothing to evaluate in {', '.join(repr(str(p)) for p in paths)}: no media files")
     results, skipped = [], list(found.skipped)
     for clip in tqdm(found.clips, desc="evaluating", unit="clip", disable=not progress, dynamic_ncols=True):
         try:
-            results.append(evaluate_clip(clip, groups=groups, settings=settings))
+            results.append(evaluate_clip(clip, groups=groups, settings=settings, relevance=relevance))
         except Skip as exc:
             skipped.append(_skip(clip.video, exc.reason, str(exc)))
     if not results:
         raise MediaError(f"no clip could be evaluated ({len(skipped)} skipped; first: {skipped[0]['detail']})")
-    table, reasons = aggregate(results), {}
+    if relevance is not None:
+        relevance.finish()
+        settings["relevance"] = relevance.settings()
+    table, reasons = report.aggregate(results), {}
     for item in skipped:
         reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
-    derived = _derived(table)
+    derived = report.derived(table)
+    meanings = definitions(settings, None if relevance is None else relevance.batch)
     return {
-        "report_version": REPORT_VERSION, "tool": "cuecraft evaluate", "versions": _versions(),
+        "report_version": REPORT_VERSION, "tool": "cuecraft evaluate", "versions": report.versions(),
         "inputs": [str(p) for p in paths], "metric_groups": list(groups), "settings": settings,
         "counts": {"clips_found": len(found.clips), "evaluated": len(results), "skipped": len(skipped),
                    "skipped_by_reason": reasons, "audio_short": sum("audio_short" in r["flags"] for r in results),
                    "with_warnings": sum(bool(r["warnings"]) for r in results), "ignored_files": found.ignored},
         "aggregate": table, "aggregate_derived": derived, "clips": results, "skipped": skipped,
-        "definitions": {k: v for k, v in definitions(settings).items() if k in table or k in derived},
+        "definitions": {k: v for k, v in meanings.items() if k in table or k in derived},
     }
 
 
-def _versions() -> dict[str, str]:
-    import av
-    import librosa
-    import mir_eval
-
-    from cuecraft import __version__
-
-    return {"cuecraft": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "librosa": librosa.__version__, "mir_eval": mir_eval.__version__, "av": av.__version__}
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; the aggregate's "nan" counts say how many there were
-    return value
-
-
-def _cell(value) -> str:
-    return f"{value:.3f}" if _finite(value) else "NaN"
-
-
-def _row(*cells) -> str:
-    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-
-def markdown(report: dict) -> str:
-    """The report as Markdown: counts, the aggregate table, one row per clip, skips, definitions."""
-    c, keys = report["counts"], list(report["aggregate"])
-    lines = ["# cuecraft evaluation", "",
-             (f"{c['evaluated']} clips evaluated, {c['skipped']} skipped, {c['audio_short']} with music shorter "
-              f"than the video, {c['ignored_files']} non-media files ignored. "
-              f"Groups: {', '.join(report['metric_groups'])}."),
-             "", "## Aggregate", "", _row("metric", "mean ± std", "n", "NaN", "missing"), "|---|---|---|---|---|"]
-    lines += [_row(f"`{k}`", f"{_cell(v['mean'])} ± {_cell(v['std'])}", v["n"], v["nan"], v["missing"])
-              for k, v in report["aggregate"].items()]
-    lines += [_row(f"`{k}`", _cell(v), "", "", "") for k, v in report["aggregate_derived"].items()]
-    lines += ["", "## Per clip", "", _row("clip", "flags", *(f"`{k}`" for k in keys)),
-              "|---" * (len(keys) + 2) + "|"]
-    lines += [_row(clip["name"], ", ".join(clip["flags"]),
-                   *(_cell(clip["metrics"][k]) if k in clip["metrics"] else "" for k in keys))
-              for clip in report["clips"]]
-    if report["skipped"]:
-        lines += ["", "## Skipped", "", _row("file", "reason", "detail"), "|---|---|---|"]
-        lines += [_row(s["path"], s["reason"], s["detail"]) for s in report["skipped"]]
-    lines += ["", "## Definitions", ""] + [f"- `{k}`: {v}" for k, v in report["definitions"].items()]
-    return "\n".join(lines) + "\n"
-
-
-def report_paths(out: str | os.PathLike) -> dict[str, Path]:
-    """The JSON report and the Markdown beside it (``report.json`` -> ``report.md``)."""
-    out = Path(out)
-    if out.suffix.lower() != ".json":
-        raise ParameterError(f"-o {str(out)!r}: the report must end in .json (the Markdown goes beside it)")
-    return {"json": out, "markdown": out.with_suffix(".md")}
-
-
-def run(paths, *, out: str | os.PathLike = "evaluation.json", overwrite: bool = False, metrics=METRIC_GROUPS,
+def run(paths, *, out: str | os.PathLike = "evaluation.json", overwrite: bool = False, metrics=None,
         cut_window: float = rhythm.CUT_WINDOW, beat_align_sigma: float = rhythm.BEAT_ALIGN_SIGMA,
+        relevance_weights=None, relevance_batch: int = relevance_group.DEFAULT_BATCH,
         progress: bool = False) -> dict[str, Path]:
     """Evaluate ``paths`` and write the JSON and Markdown reports atomically (both or neither).
+
+    Takes the parameters of :func:`evaluate`, and ``out`` (the JSON report; the Markdown goes
+    beside it, :func:`cuecraft.evaluation.report.report_paths`) and ``overwrite``.
 
     Returns
     -------
@@ -459,17 +376,14 @@ def run(paths, *, out: str | os.PathLike = "evaluation.json", overwrite: bool = 
     """
     from cuecraft.io.files import OutputSet
 
-    targets = report_paths(out)
-    parse_metrics(metrics)
+    targets = report.report_paths(out)
+    parse_metrics(metrics, relevance_weights=relevance_weights)
     _settings(cut_window, beat_align_sigma)
     inputs = {Path(p).resolve() for p in paths}
     for path in targets.values():
         if path.resolve() in inputs:
             raise OutputError(f"'{path}': the report would overwrite an input; choose another -o")
     with OutputSet(targets, overwrite=overwrite) as outputs:
-        report = evaluate(paths, metrics=metrics, cut_window=cut_window, beat_align_sigma=beat_align_sigma,
-                          progress=progress)
-        text = json.dumps(_jsonable(report), indent=1, allow_nan=False, ensure_ascii=False)
-        outputs.temp("json").write_text(text + "\n", encoding="utf-8")
-        outputs.temp("markdown").write_text(markdown(report), encoding="utf-8")
-        return outputs.commit()
+        result = evaluate(paths, metrics=metrics, cut_window=cut_window, beat_align_sigma=beat_align_sigma,
+                          relevance_weights=relevance_weights, relevance_batch=relevance_batch, progress=progress)
+        return report.write(result, outputs)

@@ -9,8 +9,9 @@ Which events are compared
 visual beats, cuts
     From the video (:func:`cuecraft.api.analyze_video`).
 music beats
-    :func:`music_beats`, librosa's beat tracker (the same implementation the control
-    adherence metrics use, :func:`cuecraft.evaluation.adherence.track_beats`).
+    :func:`music_beats`, librosa's beat tracker without beats in leading or trailing silence
+    (the same implementation the control adherence metrics use,
+    :func:`cuecraft.evaluation.adherence.track_beats`).
 music onsets
     :func:`music_onsets`, ``librosa.onset.onset_detect`` at 22050 Hz with the peak-picking
     parameters of a named variant (:data:`ONSET_VARIANTS`).
@@ -32,7 +33,7 @@ import warnings
 
 import numpy as np
 
-from cuecraft.checks import seconds
+from cuecraft.checks import mono_audio, seconds
 from cuecraft.errors import ParameterError
 from cuecraft.evaluation.adherence import BEAT_WINDOW, track_beats
 
@@ -230,19 +231,6 @@ def harmonic_mean(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else float(2 * a * b / (a + b))
 
 
-def _mono(audio, sr) -> np.ndarray:
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or not 4000 <= sr <= 192000:
-        raise ParameterError(f"sr = {sr!r}: must be an integer sample rate in [4000, 192000]")
-    y = np.asarray(audio, dtype=np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=1)
-    if y.ndim != 1 or len(y) == 0:
-        raise ParameterError(f"audio must be [n] or [n, channels] with n > 0, got shape {np.shape(audio)}")
-    if not np.all(np.isfinite(y)):
-        raise ParameterError("audio contains NaN or Inf")
-    return y
-
-
 def music_onsets(audio, *, sr: int, variant: str = "d2m") -> np.ndarray:
     """Onset times (s) of ``audio`` with the peak picking of ``variant`` (see :data:`ONSET_VARIANTS`).
 
@@ -253,7 +241,7 @@ def music_onsets(audio, *, sr: int, variant: str = "d2m") -> np.ndarray:
 
     if variant not in ONSET_VARIANTS:
         raise ParameterError(f"variant = {variant!r}: must be one of {', '.join(ONSET_VARIANTS)}")
-    y = _mono(audio, sr)
+    y = mono_audio(audio, sr=sr)
     if sr != ONSET_SR:
         y = librosa.resample(y, orig_sr=int(sr), target_sr=ONSET_SR)
     onsets = librosa.onset.onset_detect(y=y, sr=ONSET_SR, units="time", **ONSET_VARIANTS[variant])
@@ -262,7 +250,7 @@ def music_onsets(audio, *, sr: int, variant: str = "d2m") -> np.ndarray:
 
 def music_beats(audio, *, sr: int) -> np.ndarray:
     """Beat times (s) tracked in ``audio`` (:func:`cuecraft.evaluation.adherence.track_beats`)."""
-    return track_beats(_mono(audio, sr), sr=int(sr))
+    return track_beats(audio, sr=sr)
 
 
 def definitions(*, cut_window: float = CUT_WINDOW, sigma: float = BEAT_ALIGN_SIGMA) -> dict[str, str]:
@@ -270,7 +258,8 @@ def definitions(*, cut_window: float = CUT_WINDOW, sigma: float = BEAT_ALIGN_SIG
     w, s = f"{round(cut_window * 1000):d}ms", sigma_tag(sigma)
     out = {
         "visual_beat_f1": "mir_eval beat F-measure, ±70 ms, untrimmed; reference = the video's visual beats, "
-                          "estimate = beats tracked in the music (librosa beat_track)",
+                          "estimate = beats tracked in the music (librosa beat_track, none in leading/trailing "
+                          "silence)",
         f"cut_hit_rate_{w}": f"share of scene cuts with a music onset (librosa onset_detect defaults) within ±{w}",
         f"cut_hit_rate_{w}_chance": f"share of the clip within ±{w} of a music onset: the hit rate of random cuts",
         f"beat_align_sigma{s}": f"BeatAlign (Bailando code's direction): mean over music beats of "
