@@ -18,7 +18,8 @@ from common import print_table
 def main() -> None:
     quick = "--quick" in sys.argv
     rows = bench_analysis.measure() + bench_generate.measure() + bench_score.measure()
-    rows += bench_codec.measure(quick=quick)
+    rows += bench_codec.measure(quick=quick, frames=100, rounds=2)
+    rows += bench_codec.measure(quick=quick, frames=1500, rounds=1)  # a 30-s window; about 8 min at full size
     if not quick:
         rows += bench_memory.measure()
     print_table(rows)
