@@ -50,7 +50,7 @@ def test_json_has_null_for_nan_and_markdown_says_nan():
     assert data["clips"][1]["metrics"]["a"] is None and data["aggregate"]["a"]["nan"] == 1
     assert data["aggregate"]["a"]["std"] is None and data["aggregate_derived"]["x_of_means"] is None
     text = markdown(report)
-    assert "| `a` | 0.250 ± NaN | 1 | 1 | 0 |" in text
+    assert "| `a` | 0.250 | 1 | 1 | 0 |" in text  # no std from one finite value
     assert "| two | audio_short | NaN |" in text
     assert "a\\|b.wav" in text  # a pipe in a path does not break the table
     assert "- `a`: the a metric" in text

@@ -92,6 +92,13 @@ def _cell(value) -> str:
     return f"{value:.3f}" if is_finite(value) else "NaN"
 
 
+def _mean_std(entry: dict) -> str:
+    """``mean ± std``; the std is left out where it is undefined (fewer than two finite values, see n)."""
+    if not is_finite(entry["mean"]):
+        return "NaN"
+    return f"{entry['mean']:.3f} ± {entry['std']:.3f}" if is_finite(entry["std"]) else f"{entry['mean']:.3f}"
+
+
 def _row(*cells) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -104,7 +111,7 @@ def markdown(report: dict) -> str:
               f"than the video, {c['ignored_files']} non-media files ignored. "
               f"Groups: {', '.join(report['metric_groups'])}."),
              "", "## Aggregate", "", _row("metric", "mean ± std", "n", "NaN", "missing"), "|---|---|---|---|---|"]
-    lines += [_row(f"`{k}`", f"{_cell(v['mean'])} ± {_cell(v['std'])}", v["n"], v["nan"], v["missing"])
+    lines += [_row(f"`{k}`", _mean_std(v), v["n"], v["nan"], v["missing"])
               for k, v in report["aggregate"].items()]
     lines += [_row(f"`{k}`", _cell(v), "", "", "") for k, v in report["aggregate_derived"].items()]
     lines += ["", "## Per clip", "", _row("clip", "flags", *(f"`{k}`" for k in keys)),
