@@ -45,17 +45,21 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def resolve_codec_lm(config):
-    """``config`` with its LM shape read from ``lm.init_from`` (a MusicGen folder), if one is named."""
+    """``config`` with its LM shape read from the config of ``lm.init_from`` (a MusicGen folder), if one
+    is named; the weights are loaded once, by :func:`build_codec_model`."""
     import dataclasses
 
     if not config.lm.init_from:
         return config
-    from cuecraft.models.backbones.codec import load_musicgen_lm
+    from cuecraft.errors import MediaError
+    from cuecraft.models.backbones.codec import decoder_shape
 
-    lm, info = load_musicgen_lm(config.lm.init_from)
-    shape = dict(d_model=lm.d_model, n_layers=lm.n_layers, n_heads=lm.n_heads, n_codebooks=lm.n_codebooks,
-                 codebook_size=lm.vocab_size, max_positions=lm.max_positions,
-                 mlp_ratio=lm.blocks[0].mlp[0].out_features // lm.d_model)
+    shape = decoder_shape(config.lm.init_from)
+    ffn = shape.pop("ffn_dim")
+    if ffn % shape["d_model"]:
+        raise MediaError(f"'{config.lm.init_from}': ffn_dim = {ffn} is not a whole multiple of the width "
+                         f"{shape['d_model']}")
+    shape["mlp_ratio"] = ffn // shape["d_model"]
     return dataclasses.replace(config, lm=dataclasses.replace(config.lm, **shape))
 
 

@@ -104,7 +104,9 @@ class PairShards:
     folder : a folder of ``*.pair.safetensors`` files
     seconds : crop length in seconds (clips shorter than this are used whole, padded)
     split : "train" or "validation"; every ``validation_every``-th clip (sorted by name)
-        is validation, so the split is deterministic and by clip
+        is validation, so the split is deterministic and by clip. With fewer clips than
+        ``validation_every`` the last clip is the validation set and stays in training too
+        (a toy run's validation loss then measures fit, not generalisation)
     """
 
     def __init__(self, folder: str | os.PathLike, *, seconds: int, split: str = "train", validation_every: int = 10):

@@ -73,6 +73,17 @@ def _decoder_config(folder: Path, config: dict) -> tuple[dict, str]:
                      "(expected 'musicgen' or 'musicgen_decoder')")
 
 
+def decoder_shape(folder: str | os.PathLike) -> dict:
+    """The LM shape a MusicGen folder's config declares (no weights are read): ``d_model``,
+    ``n_layers``, ``n_heads``, ``n_codebooks``, ``codebook_size``, ``max_positions``, ``ffn_dim``."""
+    folder, config = read_config(folder)
+    dec, _ = _decoder_config(folder, config)
+    _check_supported(folder, dec)
+    return dict(d_model=dec["hidden_size"], n_layers=dec["num_hidden_layers"], n_heads=dec["num_attention_heads"],
+                n_codebooks=dec["num_codebooks"], codebook_size=dec["vocab_size"],
+                max_positions=dec["max_position_embeddings"], ffn_dim=dec["ffn_dim"])
+
+
 def _check_supported(folder: Path, dec: dict) -> None:
     path = folder / "config.json"
     for key, want in (("audio_channels", 1), ("scale_embedding", False), ("activation_function", "gelu")):
