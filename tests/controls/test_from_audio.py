@@ -59,6 +59,16 @@ def test_click_track_beats(clicks):
     assert abs(60.0 / np.median(np.diff(controls.beat[:, 0])) - 120.0) < 3.0
 
 
+def test_first_and_last_beats_are_kept_and_silence_gets_none():
+    """A soft first click at 0 s and the last one are real beats; silent tails get none."""
+    y, beats, _ = click_track(dur=6.0, offset=0.0)
+    y = np.concatenate([y, np.zeros(2 * SR, np.float32)])  # 2 s of silence after the music
+    got = controls_from_audio(y, sr=SR).beat[:, 0]
+    assert np.min(np.abs(got - beats[0])) < 0.05 and np.min(np.abs(got - beats[-1])) < 0.05
+    assert got.max() < beats[-1] + 0.1  # none in the trailing silence
+    assert mir_eval.beat.f_measure(beats, got) >= 0.95
+
+
 def test_click_track_downbeats_on_accents(clicks):
     controls, _, downbeats = clicks
     est = controls.beat[controls.beat[:, 1] == 0, 0]

@@ -51,6 +51,8 @@ FRAME_RATE = 10.0
 EMOTION_RATE = 2.0
 EMOTION_WINDOW = 4.0
 SILENCE_PEAK = 1e-4  # -80 dBFS
+SILENCE_TOP_DB = 60.0  # dB below the loudest frame that count as silence (librosa.effects.trim's default)
+BEAT_MARGIN = 0.07  # s: a beat this close to the first or last sound is still heard (mir_eval's window)
 LOW_HZ = 200.0
 QUIET_DB = -60.0
 QUIET_BELOW_LOUDEST_DB = 40.0
@@ -98,14 +100,35 @@ def _pool(features: np.ndarray, frame_times: np.ndarray, n_out: int, rate: float
     return out
 
 
-def _beats(onset_env: np.ndarray, low_env: np.ndarray, *, sr: int, duration: float,
+def sounding_span(y: np.ndarray, *, sr: int) -> tuple[float, float]:
+    """Seconds from the first to the last frame within :data:`SILENCE_TOP_DB` of the loudest."""
+    _, (start, end) = librosa.effects.trim(y, top_db=SILENCE_TOP_DB)
+    return start / sr, end / sr
+
+
+def beats_in_sound(beats: np.ndarray, y: np.ndarray, *, sr: int) -> np.ndarray:
+    """Keep the beats that fall where ``y`` sounds (within :data:`BEAT_MARGIN`).
+
+    librosa's beat tracker, untrimmed, starts its path at frame 0 and can end it a beat after
+    the music stops: beats nobody hears. Its own ``trim=True`` instead drops end beats that are
+    weak relative to the mean beat, which also loses a soft but real intro or ending. Dropping
+    beats only where nothing sounds keeps both right; rests inside the music keep their
+    beats, as a pulse goes on through a rest.
+    """
+    start, end = sounding_span(y, sr=sr)
+    beats = np.asarray(beats, dtype=float)
+    return (beats >= start - BEAT_MARGIN) & (beats <= end + BEAT_MARGIN)
+
+
+def _beats(onset_env: np.ndarray, low_env: np.ndarray, *, y: np.ndarray, sr: int, duration: float,
            beats_per_bar: int) -> tuple[np.ndarray | None, float]:
     """(beat series [N, 2] or None, global tempo in BPM)."""
-    tempo, frames = librosa.beat.beat_track(onset_envelope=onset_env, sr=sr, hop_length=HOP, units="frames")
+    tempo, frames = librosa.beat.beat_track(onset_envelope=onset_env, sr=sr, hop_length=HOP, units="frames",
+                                            trim=False)
     tempo = float(np.atleast_1d(tempo)[0])
     frames = np.asarray(frames, dtype=int)
     times = librosa.frames_to_time(frames, sr=sr, hop_length=HOP)
-    keep = times <= duration
+    keep = (times <= duration) & beats_in_sound(times, y, sr=sr)
     frames, times = frames[keep], times[keep]
     if len(times) < 2:
         return None, tempo
@@ -174,7 +197,7 @@ def controls_from_audio(y: np.ndarray, *, sr: int, beats_per_bar: int = 4) -> Co
     n_low = max(1, int(np.sum(librosa.mel_frequencies(n_mels=64, fmax=sr / 2) < LOW_HZ)))
     onset_env = librosa.onset.onset_strength(S=mel_db, sr=sr)
     low_env = librosa.onset.onset_strength_multi(S=mel_db, sr=sr, channels=[0, n_low])[0]
-    beat, tempo = _beats(onset_env, low_env, sr=sr, duration=duration, beats_per_bar=int(beats_per_bar))
+    beat, tempo = _beats(onset_env, low_env, y=y, sr=sr, duration=duration, beats_per_bar=int(beats_per_bar))
 
     power = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0, :n].astype(np.float64) ** 2
     chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=HOP, norm=None)[:, :n]  # [12, n]

@@ -15,7 +15,6 @@ from cuecraft.errors import ParameterError
 
 BEAT_WINDOW = 0.07          # seconds, mir_eval's beat F-measure window
 FRAME_RATE = 10.0           # Hz, for melody and intensity comparisons
-SILENCE_TOP_DB = 60.0       # dB below the loudest frame that count as silence (librosa.effects.trim's default)
 
 
 def validate_series(name: str, times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,16 +99,8 @@ def beat_f_measure(req_beats, produced_beats) -> float:
 
 
 def track_beats(audio, *, sr: int) -> np.ndarray:
-    """Beat times (s) tracked in ``audio``: librosa's beat tracker, without beats in leading or trailing silence.
-
-    Untrimmed, librosa's dynamic programme starts its path at frame 0 and can end it one beat
-    period after the music stops, so a click track with silence at both ends gets a beat at
-    0 s and one at its end that no listener hears. librosa's own ``trim=True`` instead drops
-    end beats that are weak relative to the mean beat strength, which would also drop a soft
-    but real intro. So beats are dropped only where nothing sounds: more than
-    :data:`BEAT_WINDOW` before the first or after the last frame within :data:`SILENCE_TOP_DB`
-    of the loudest (``librosa.effects.trim``). Rests inside the music keep their beats, as a
-    pulse goes on through a rest.
+    """Beat times (s) tracked in ``audio``: librosa's beat tracker, without beats in leading or trailing
+    silence (:func:`cuecraft.controls.from_audio.beats_in_sound`, shared with reference controls).
 
     Parameters
     ----------
@@ -122,15 +113,14 @@ def track_beats(audio, *, sr: int) -> np.ndarray:
     """
     import librosa
 
-    from cuecraft.controls.from_audio import SILENCE_PEAK
+    from cuecraft.controls.from_audio import SILENCE_PEAK, beats_in_sound
 
     y = mono_audio(audio, sr=sr)
     if float(np.max(np.abs(y))) < SILENCE_PEAK:
         return np.empty(0)
     _, beats = librosa.beat.beat_track(y=y, sr=int(sr), units="time", trim=False)
-    _, (start, end) = librosa.effects.trim(y, top_db=SILENCE_TOP_DB)
     beats = np.asarray(beats, dtype=float)
-    return beats[(beats >= start / sr - BEAT_WINDOW) & (beats <= end / sr + BEAT_WINDOW)]
+    return beats[beats_in_sound(beats, y, sr=int(sr))]
 
 
 def emotion_agreement(requested: np.ndarray, produced: np.ndarray) -> dict[str, float]:
