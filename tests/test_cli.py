@@ -143,6 +143,10 @@ BAD_CASES = {
                                              ["score", clip, "--controls", tmp / "x.controls.json", "-o",
                                               tmp / "x.mp4", "--overwrite"])[1], "overwrite an input"),
     "bad seed": (lambda clip, tmp: ["score", clip, "--seed", "-1"], "seed"),
+    "guidance below 1": (lambda clip, tmp: ["score", clip, "--guidance", "0.5"], "--guidance 0.5"),
+    "guidance nan": (lambda clip, tmp: ["score", clip, "--guidance", "nan"], "--guidance nan"),
+    "guidance without a model": (lambda clip, tmp: ["score", clip, "--backbone", "arrangement", "--guidance", "2"],
+                                 "no model to guide"),
 }
 
 

@@ -1,6 +1,7 @@
 """The public API: :func:`analyze` and :func:`score`. The CLI is a thin layer over these."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
           controls: str | os.PathLike | Controls | None = None, reference: str | os.PathLike | None = None,
           seed: int = 0, overwrite: bool = False, keep_audio: bool = False, soundfont: str | None = None,
           backbone: str = "symbolic", weights: str | os.PathLike | None = None,
-          progress: bool = False) -> dict[str, Path]:
+          guidance: float | None = None, progress: bool = False) -> dict[str, Path]:
     """Score ``video``: write the scored video and its MIDI, WAV, controls and timeline files.
 
     Parameters
@@ -130,6 +131,8 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         checkpoint writes audio directly; needs ``weights``)
     weights : symbolic model weights to use instead of the shipped ones, or the codec
         checkpoint folder (``cuecraft train`` with a codec config)
+    guidance : classifier-free guidance scale over the controls (>= 1; 1 = none; None = the
+        backbone's default: 1 for "symbolic", 3 for "codec"); not for "arrangement"
 
     Returns
     -------
@@ -147,6 +150,12 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
     from cuecraft.checks import seed as check_seed
 
     check_seed(seed)
+    if guidance is not None:
+        if backbone == "arrangement":
+            raise ParameterError("--guidance: the arrangement backbone has no model to guide")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+                or guidance < 1:
+            raise ParameterError(f"--guidance {guidance!r}: must be a number >= 1 (1 = no guidance)")
     if backbone not in (*BACKBONES, "codec"):
         raise ParameterError(f"--backbone {backbone!r}: must be one of {', '.join((*BACKBONES, 'codec'))}")
     if backbone == "codec" and weights is None:
@@ -168,7 +177,7 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
             load_symbolic(weights)  # a missing or mismatched checkpoint fails now, not after the analysis
         if backbone == "codec":
             return _score_codec(video, outputs, info=info, controls=controls, reference=reference, seed=seed,
-                                keep_audio=keep_audio, weights=weights, progress=progress)
+                                keep_audio=keep_audio, weights=weights, guidance=guidance, progress=progress)
         analysed = analyze_video(video, progress=progress, info=info)
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
@@ -179,7 +188,8 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                 bar.update(done - bar.n)
 
             midi = compose(final, plan, duration=duration, seed=seed, backbone=backbone,
-                           weights=None if weights is None else str(weights), progress=advance)
+                           weights=None if weights is None else str(weights), guidance=guidance or 1.0,
+                           progress=advance)
         with _progress(4, "rendering", progress) as bar:
             buffer = _io.BytesIO()
             midi.write(buffer)
@@ -207,9 +217,9 @@ def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Contro
 
 
 def _score_codec(video, outputs: OutputSet, *, info: VideoInfo, controls, reference, seed: int, keep_audio: bool,
-                 weights, progress: bool) -> dict[str, Path]:
+                 weights, guidance: float | None, progress: bool) -> dict[str, Path]:
     """The codec backbone's half of :func:`score`: visual tokens -> codes -> EnCodec audio -> mux."""
-    from cuecraft.generate.video_music import compose_codec, load_codec_checkpoint
+    from cuecraft.generate.video_music import CodecSampling, compose_codec, load_codec_checkpoint
     from cuecraft.io.audio import write_wav
     from cuecraft.io.mux import mux_music
     from cuecraft.models.visual import build_visual_encoder
@@ -230,7 +240,9 @@ def _score_codec(video, outputs: OutputSet, *, info: VideoInfo, controls, refere
             bar.total = total
             bar.update(done - bar.n)
 
-        audio = compose_codec(model, codec, features, final, duration=duration, seed=seed, progress=advance)
+        sampling = CodecSampling() if guidance is None else CodecSampling(cfg_scale=float(guidance))
+        audio = compose_codec(model, codec, features, final, duration=duration, seed=seed, sampling=sampling,
+                              progress=advance)
     write_wav(outputs.temp("wav"), audio, sr=codec.sampling_rate)
     _write_side_files(outputs, analysed, final)
     mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=codec.sampling_rate,

@@ -47,6 +47,10 @@ def _add_score(sub) -> None:
     p.add_argument("--weights", metavar="PATH",
                    help="symbolic: model weights (.safetensors) to use instead of the shipped ones; codec: the "
                         "checkpoint folder (model.safetensors + codec/) written by 'cuecraft train'")
+    p.add_argument("--guidance", type=float, metavar="S",
+                   help="classifier-free guidance over the controls: how tightly the model follows them. "
+                        "1 = none; higher follows more tightly and doubles the generation time (default: 1 "
+                        "for symbolic, 3 for codec, MusicGen's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -216,7 +220,7 @@ def _run(args: argparse.Namespace) -> None:
         written = api.score(args.video, out=args.output, controls=args.controls, reference=args.reference,
                             seed=args.seed, overwrite=args.overwrite, keep_audio=args.keep_audio,
                             soundfont=args.soundfont, backbone=args.backbone, weights=args.weights,
-                            progress=progress)
+                            guidance=args.guidance, progress=progress)
         for path in written.values():
             print(path)
     elif args.command == "analyze":

@@ -40,6 +40,10 @@ class DataConfig:
     limit: int | None = None       # pieces per collection (None = all); tiny presets use a few
     seq_len: int = 512
     transpose: bool = True
+    # Augmented dynamics: the chance, at each bar, that the crop's velocity level steps one bin up or
+    # down (0 = one level per crop). The corpus has almost no dynamics; this teaches the model to
+    # follow an intensity that changes within a piece with velocity, not only with density.
+    velocity_walk: float = 0.0
 
 
 @dataclass(frozen=True)

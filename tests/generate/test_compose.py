@@ -57,6 +57,30 @@ def test_symbolic_compose_adds_model_parts_and_bass_follows_them(weights):
         [(n.start, n.pitch) for i in pm.instruments for n in i.notes]
 
 
+def test_guidance_changes_the_music_and_stays_seeded(tmp_path):
+    import dataclasses
+
+    torch.manual_seed(0)
+    tokenizer = MusicTokenizer()
+    model = build_symbolic_lm(CONFIG, vocab_size=tokenizer.vocab_size)
+    with torch.no_grad():  # a "trained" guidance path: its zero-initialised layers no longer zero
+        for layer in (*model.guidance.zero_in, *model.guidance.zero_out):
+            layer.weight.normal_(std=0.5)
+    meta = {"model_config": json.dumps(dataclasses.asdict(CONFIG), sort_keys=True),
+            "tokenizer": tokenizer.fingerprint}
+    weights = save_weights(tmp_path / "guided.safetensors", model, metadata=meta)
+    c = controls()
+    plan = make_plan(c, cuts=[], duration=8.0, seed=0)
+
+    def notes(guidance):
+        pm = compose(c, plan, duration=8.0, seed=2, weights=str(weights), guidance=guidance)
+        return [(n.start, n.pitch, n.velocity) for i in pm.instruments if "model" in i.name for n in i.notes]
+
+    plain, guided = notes(1.0), notes(3.0)
+    assert guided == notes(3.0)
+    assert guided != plain
+
+
 def test_arrangement_backbone_needs_no_model():
     c = controls()
     pm = compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, backbone="arrangement")

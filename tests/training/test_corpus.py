@@ -158,6 +158,43 @@ def test_augmentation_moves_pitches_and_controls_together(corpus):
     assert all(agree) and len(shifts - {0}) >= 2
 
 
+def test_velocity_walk_changes_dynamics_bar_by_bar_and_intensity_with_them(corpus):
+    tk = default_tokenizer()
+    plain = TokenDataset(corpus.root, split="train", seq_len=256, augment=False, seed=5)
+    walk = TokenDataset(corpus.root, split="train", seq_len=256, augment=True, seed=5, velocity_walk=1.0)
+    levels_seen, within_crop_changes = set(), 0
+    for i in range(len(walk)):
+        a, p = walk[i], plain[i]
+        ta, tp = a["tokens"].numpy(), p["tokens"].numpy()
+        assert np.array_equal(tk.types[ta], tk.types[tp])  # same crop, only values move
+        bar = np.cumsum(tk.types[tp] == TYPE_INDEX["Bar"])
+        # Velocity 79 is bin 4 of 8: no shift in (-3, 2) clips it, so its shift is the bar's level.
+        is_velocity = (tk.types[tp] == TYPE_INDEX["Velocity"]) & (tk.values[tp] == 79)
+        shift = ta[is_velocity] - tp[is_velocity]  # in bins (Velocity ids are consecutive)
+        per_bar = {}
+        for b, k in zip(bar[is_velocity], shift):
+            per_bar.setdefault(int(b), set()).add(int(k))
+        assert all(len(ks) == 1 for ks in per_bar.values())  # one level per bar
+        loud = {b: ks.pop() for b, ks in per_bar.items()}
+        bars = sorted(loud)
+        assert all(abs(loud[y] - loud[x]) <= 1 for x, y in zip(bars, bars[1:]) if y == x + 1)
+        levels_seen |= set(loud.values())
+        within_crop_changes += len(set(loud.values())) > 1
+        # The intensity moves with each bar's level: louder bars got more dB than softer ones.
+        delta = (a["controls"][:, 16] - p["controls"][:, 16]).numpy()
+        sounding = (p["controls"][:, 16].numpy() > 0.05) & (tp != tk.pad_id)
+        by_level = {}
+        for b in bars:
+            rows = sounding & (bar == b)
+            if rows.any():
+                by_level.setdefault(loud[b], []).append(float(np.median(delta[rows])))
+        means = [np.mean(by_level[k]) for k in sorted(by_level)]
+        assert all(y > x + 0.005 for x, y in zip(means, means[1:])), by_level
+    assert within_crop_changes >= len(walk) // 2 and len(levels_seen) >= 3
+    with pytest.raises(ParameterError, match="velocity_walk = 1.5"):
+        TokenDataset(corpus.root, velocity_walk=1.5)
+
+
 def test_bad_arguments_and_foreign_folders(tmp_path, corpus):
     with pytest.raises(ParameterError, match="limit = 0"):
         build_corpus(tmp_path / "c", limit=0)

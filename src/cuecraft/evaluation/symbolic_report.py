@@ -7,7 +7,10 @@ same functions training used (beat grid, top-voice melody, intensity, emotion); 
 writes a piece on that beat grid once with all four controls and once with melody,
 intensity and emotion dropped (the beat grid stays: it is the time base). The model's own
 output (melody + harmony, no drums) is rendered and measured against the requested
-controls; PCHE and GPS are compared with the reference pieces'.
+controls; PCHE and GPS are compared with the reference pieces'. Two more columns: the
+reference pieces measured the same way (the metrics' ceiling: the beat tracker does not
+find the quarter-note beat of many chorales and 6/8 tunes even in the originals), and the
+with-controls music over the drum/bass arrangement, as ``cuecraft score`` writes it.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from cuecraft.evaluation.symbolic import grooving_similarity, pitch_class_entrop
 SR = 22050
 METRICS = ("intensity_r", "melody_accuracy", "beat_f1", "valence_sign_agreement", "arousal_sign_agreement",
            "pche", "gps")
+CONDITIONS = ("controls", "dropped", "reference", "scored")
 
 
 def _crop(controls: Controls, seconds: float) -> Controls:
@@ -35,42 +39,61 @@ def _crop(controls: Controls, seconds: float) -> Controls:
                     emotion=cut(controls.emotion), beats_per_bar=controls.beats_per_bar, duration=seconds)
 
 
-def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int,
-                   cfg_scale: float = 1.0) -> dict[str, dict[str, float]]:
-    """Metrics of one piece for the conditions "controls" and "dropped" (``cfg_scale``: classifier-free
-    guidance over the given controls, 1 = none)."""
-    from cuecraft.controls.from_midi import controls_from_midi, estimate_emotion, top_voice
+def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cfg_scale: float = 1.0,
+                   temperature: float | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of one piece for the conditions "controls" and "dropped" (the model's melody and harmony
+    alone; ``cfg_scale``: classifier-free guidance over the given controls, 1 = none; ``temperature``:
+    the sampling temperature, None = ``score``'s default), "scored" (the
+    "controls" music over the drum/bass arrangement, as ``cuecraft score`` writes it), and
+    "reference": the reference piece itself (decoded from its tokens, so on the same instruments),
+    what a model that wrote the reference back would score (the ceiling of the model-alone metrics)."""
+    from cuecraft.controls.from_midi import controls_from_midi
+    from cuecraft.generate.compose import with_arrangement
+    from cuecraft.generate.plan import make_plan
     from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
-    from cuecraft.render.synth import DEFAULT_SOUNDFONT, render_midi
+    from cuecraft.models.tokenizer import HARMONY_PROGRAM, MELODY_PROGRAM
 
+    sampling = SamplingConfig(cfg_scale=cfg_scale) if temperature is None else \
+        SamplingConfig(cfg_scale=cfg_scale, temperature=temperature)
     duration = min(seconds, reference.get_end_time())
     wanted = _crop(controls_from_midi(reference), duration)
     downbeats = wanted.beat[wanted.beat[:, 1] == 0, 0]
-    out = {"reference": {"pche": pitch_class_entropy(reference, downbeats),
-                         "gps": grooving_similarity(reference, downbeats)}}
+    out = {"reference": _measure(reference, wanted, downbeats, duration)}
     for condition, given in (("controls", wanted), ("dropped", Controls(beat=wanted.beat, duration=duration))):
-        ids, track = generate_tokens(model, tokenizer, given, seed=seed, config=SamplingConfig(cfg_scale=cfg_scale))
-        pm = tokens_to_midi(tokenizer, ids, track, melody_program=73, harmony_program=0, duration=duration)
-        audio = render_midi(pm, sample_rate=SR, soundfont=DEFAULT_SOUNDFONT, duration=duration)
-        grid = np.arange(0, duration, 0.1)
-        produced_pc = np.mod(top_voice(pm, grid), 12)
-        emotion_times = wanted.emotion[:, 0]
-        agreement = emotion_agreement(wanted.emotion[:, 1:], estimate_emotion(pm, emotion_times))
-        out[condition] = {
-            "intensity_r": intensity_correlation(wanted.intensity[:, 0], wanted.intensity[:, 1], audio, sr=SR),
-            "melody_accuracy": melody_accuracy(wanted.melody[:, 0], wanted.melody[:, 1], grid, produced_pc),
-            "beat_f1": beat_f_measure(wanted.beat[:, 0], track_beats(audio, sr=SR)),
-            **agreement,
-            "pche": pitch_class_entropy(pm, downbeats),
-            "gps": grooving_similarity(pm, downbeats),
-        }
+        ids, track = generate_tokens(model, tokenizer, given, seed=seed, config=sampling)
+        pm = tokens_to_midi(tokenizer, ids, track, melody_program=MELODY_PROGRAM,
+                            harmony_program=HARMONY_PROGRAM, duration=duration)
+        out[condition] = _measure(pm, wanted, downbeats, duration)
+        if condition == "controls":
+            plan = make_plan(wanted, cuts=[], duration=duration, seed=seed)
+            out["scored"] = _measure(with_arrangement(pm, wanted, plan, duration=duration, seed=seed), wanted,
+                                     downbeats, duration)
     return out
+
+
+def _measure(pm, wanted: Controls, downbeats: np.ndarray, duration: float) -> dict[str, float]:
+    """Every metric of one rendered piece against the requested controls."""
+    from cuecraft.controls.from_midi import estimate_emotion, top_voice
+    from cuecraft.render.synth import DEFAULT_SOUNDFONT, render_midi
+
+    audio = render_midi(pm, sample_rate=SR, soundfont=DEFAULT_SOUNDFONT, duration=duration)
+    grid = np.arange(0, duration, 0.1)
+    produced_pc = np.mod(top_voice(pm, grid), 12)
+    agreement = emotion_agreement(wanted.emotion[:, 1:], estimate_emotion(pm, wanted.emotion[:, 0]))
+    return {
+        "intensity_r": intensity_correlation(wanted.intensity[:, 0], wanted.intensity[:, 1], audio, sr=SR),
+        "melody_accuracy": melody_accuracy(wanted.melody[:, 0], wanted.melody[:, 1], grid, produced_pc),
+        "beat_f1": beat_f_measure(wanted.beat[:, 0], track_beats(audio, sr=SR)),
+        **agreement,
+        "pche": pitch_class_entropy(pm, downbeats),
+        "gps": grooving_similarity(pm, downbeats),
+    }
 
 
 def summarise(results: list[dict]) -> dict[str, dict[str, list[float]]]:
     """Mean and std of every metric per condition (NaN values are counted and left out)."""
     table: dict[str, dict] = {}
-    for condition in ("controls", "dropped", "reference"):
+    for condition in CONDITIONS:
         rows = {}
         for metric in METRICS:
             values = [r[condition][metric] for r in results if metric in r[condition]]
@@ -84,10 +107,11 @@ def summarise(results: list[dict]) -> dict[str, dict[str, list[float]]]:
 
 
 def markdown(table: dict) -> str:
-    lines = ["| metric | with controls | controls dropped | reference pieces |", "|---|---|---|---|"]
+    lines = ["| metric | with controls | controls dropped | reference pieces (ceiling) | with controls + "
+             "arrangement (as scored) |", "|---|---|---|---|---|"]
     for metric in METRICS:
         cells = []
-        for condition in ("controls", "dropped", "reference"):
+        for condition in CONDITIONS:
             cell = table[condition].get(metric)
             cells.append(f"{cell['mean']:.3f} ± {cell['std']:.3f} (n={cell['n']})" if cell else "")
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
@@ -108,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="classifier-free guidance over the controls (1 = none, the default of 'score')")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (default: that of 'score')")
     parser.add_argument("-o", "--output", help="write the JSON report here")
     args = parser.parse_args(argv)
     model, tokenizer = load_symbolic(args.weights)
@@ -124,14 +149,15 @@ def main(argv: list[str] | None = None) -> None:
             if reference.get_end_time() < 8.0:
                 continue  # too short to measure a beat or an intensity curve
             results.append(evaluate_piece(model, tokenizer, reference, seconds=args.seconds, seed=args.seed,
-                                          cfg_scale=args.cfg_scale))
+                                          cfg_scale=args.cfg_scale, temperature=args.temperature))
             bar.update(1)
             if len(results) == args.pieces:
                 break
     table = summarise(results)
     print(markdown(table))
     if args.output:
-        Path(args.output).write_text(json.dumps({"summary": table, "pieces": results}, indent=1) + "\n")
+        report = {"settings": vars(args), "summary": table, "pieces": results}
+        Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -49,22 +49,33 @@ def in_key_of(plan: Plan, notes: list) -> Plan:
 
 
 def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backbone: str = "symbolic",
-            weights: str | None = None, progress=None) -> pretty_midi.PrettyMIDI:
+            weights: str | None = None, guidance: float = 1.0, progress=None) -> pretty_midi.PrettyMIDI:
     """Melody and harmony from the symbolic model (unless ``backbone="arrangement"``), with the
-    drum/bass arrangement whose bass follows the model's harmony."""
+    drum/bass arrangement whose bass follows the model's harmony. ``guidance``: classifier-free
+    guidance scale over the controls (1 = none)."""
     from cuecraft.render.arrange import arrange
 
     if backbone not in BACKBONES:
         raise ParameterError(f"backbone = {backbone!r}: must be one of {', '.join(BACKBONES)}")
     if backbone == "arrangement":
         return arrange(controls, plan, duration=duration, seed=seed)
-    from cuecraft.generate.sample import generate_tokens, tokens_to_midi
+    from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
     from cuecraft.models.backbones.symbolic import load_symbolic
 
     model, tokenizer = load_symbolic(weights)
-    ids, track = generate_tokens(model, tokenizer, _within(controls, duration), seed=seed, progress=progress)
+    ids, track = generate_tokens(model, tokenizer, _within(controls, duration), seed=seed,
+                                 config=SamplingConfig(cfg_scale=guidance), progress=progress)
     music = tokens_to_midi(tokenizer, ids, track, melody_program=MELODY_PROGRAM, harmony_program=HARMONY_PROGRAM,
                            duration=duration)
+    return with_arrangement(music, controls, plan, duration=duration, seed=seed)
+
+
+def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Plan, *, duration: float,
+                     seed: int) -> pretty_midi.PrettyMIDI:
+    """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
+    wrote in, with the bass on the model's chords: the piece ``score`` writes."""
+    from cuecraft.render.arrange import arrange
+
     melody, harmony = music.instruments
     beats = controls.beat[controls.beat[:, 0] < duration, 0]
     plan = in_key_of(plan, melody.notes + harmony.notes)

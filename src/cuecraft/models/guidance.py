@@ -50,6 +50,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cuecraft.controls.features import CONTROL_DIMS
@@ -79,19 +80,18 @@ class ControlProjections(nn.Module):
             raise ParameterError(f"d_model = {d_model!r} must be divisible by the number of controls ({n})")
         self.control_dims = tuple(int(c) for c in control_dims)
         self.proj = nn.ModuleList(nn.Linear(c, d_model // n) for c in self.control_dims)
+        self.register_buffer("dims", torch.tensor(self.control_dims), persistent=False)
 
     def forward(self, controls: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
-        # controls [B, T, C], presence [B, n] in {0, 1}
-        B, T, _ = controls.shape
-        parts = []
-        for i, (proj, part) in enumerate(zip(self.proj, controls.split(self.control_dims, dim=-1))):
-            on = presence[:, i] > 0  # [B]
-            if not bool(on.any()):
-                parts.append(controls.new_zeros(B, T, proj.out_features))
-                continue
-            out = proj(part)  # [B, T, D/n]
-            parts.append(out if bool(on.all()) else torch.where(on[:, None, None], out, torch.zeros_like(out)))
-        return torch.cat(parts, dim=-1)  # [B, T, D]
+        # controls [B, T, C], presence [B, n] in {0, 1}. One block-diagonal matmul for all controls
+        # (the same sums as one Linear each): decoding a token is bound by the number of ops.
+        # Absent controls' inputs are zeroed first, so garbage (even NaN) in them cannot leak.
+        given = presence.repeat_interleave(self.dims, dim=1)[:, None] > 0  # [B, 1, C]
+        weight = torch.block_diag(*(proj.weight for proj in self.proj))  # [D, C]
+        bias = torch.cat([proj.bias for proj in self.proj])  # [D]
+        out = F.linear(torch.where(given, controls, 0.0), weight, bias)  # [B, T, D]
+        keep = presence.to(out.dtype).repeat_interleave(self.proj[0].out_features, dim=1)  # [B, D]
+        return out * keep[:, None]
 
 
 class CausalDCFBlock(nn.Module):
@@ -115,8 +115,15 @@ class CausalDCFBlock(nn.Module):
         """
         B, T, D = x.shape
         P = self.patch_len
-        patch_carry, total_carry = state if state is not None else (x.new_zeros(B, D), x.new_zeros(B, D))
         lead = start % P  # steps of the current patch already seen
+        if T == 1 and state is not None:  # one decoding step: the running sums alone
+            patch_carry, total_carry = state
+            patch_sum = x[:, 0] + patch_carry if lead else x[:, 0]  # [B, D]
+            total_sum = total_carry + x[:, 0]
+            weight = torch.relu(self.intra_norm(self.intra(patch_sum / (lead + 1)))) \
+                + torch.relu(self.inter(total_sum / (start + 1)))  # [B, D]
+            return weight[:, None] * x, (patch_sum, total_sum)
+        patch_carry, total_carry = state if state is not None else (x.new_zeros(B, D), x.new_zeros(B, D))
         n = lead + T + (-(lead + T) % P)
         padded = x.new_zeros(B, n, D)
         padded[:, lead:lead + T] = x

@@ -58,7 +58,7 @@ class KVCache:
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of ``x`` ``[B, H, T, hd]`` with ``cos, sin`` ``[T, hd/2]`` (rotate-half form)."""
+    """Rotary embedding of ``x`` ``[..., T, hd]`` with ``cos, sin`` ``[T, hd/2]`` (rotate-half form)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -82,9 +82,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, *, rope, cache: KVCache | None, name: str) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # [B, H, T, hd]
-        if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)
+        if rope is not None:  # q and k in one rotation: decoding one token is bound by the number of ops
+            qk = rotate(qkv[:, :, :2].transpose(1, 3), *rope)  # [B, H, 2, T, hd]
+            q, k = qk.unbind(dim=2)  # [B, H, T, hd]
+            v = qkv[:, :, 2].transpose(1, 2)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [B, H, T, hd]
         p = self.dropout if self.training else 0.0
         if cache is None or cache.pos == 0:
             if cache is not None:
@@ -260,9 +264,10 @@ class TokenLM(nn.Module):
             raise ParameterError(f"tokens must be a [B, {self.n_codebooks}, T] tensor, got {shape}")
         if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
             raise ParameterError(f"tokens must be integer, got {tokens.dtype}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.input_vocab_size):
-            bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
-            raise ParameterError(f"token {bad} is outside [0, {self.input_vocab_size})")
+        if tokens.numel():
+            low, high = (int(v) for v in tokens.aminmax())
+            if low < 0 or high >= self.input_vocab_size:
+                raise ParameterError(f"token {low if low < 0 else high} is outside [0, {self.input_vocab_size})")
         if controls is not None and self.guidance is None:
             raise ParameterError("controls given to a TokenLM built without guidance")
         if memory is not None:

@@ -38,7 +38,8 @@ def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLi
     manifest = build_corpus(data.corpus_dir, collections=data.collections, limit=data.limit, progress=progress)
     tokenizer = MusicTokenizer()
     datasets = {split: TokenDataset(data.corpus_dir, split=split, seq_len=data.seq_len, seed=config.train.seed,
-                                    augment=data.transpose and split == "train", tokenizer=tokenizer)
+                                    augment=data.transpose and split == "train", tokenizer=tokenizer,
+                                    velocity_walk=data.velocity_walk)
                 for split in ("train", "validation")}
     for split, dataset in datasets.items():
         if len(dataset) == 0:

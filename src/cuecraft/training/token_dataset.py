@@ -37,14 +37,18 @@ class TokenDataset:
     Augmentation (train split by default): a transposition in ``transpose`` semitones,
     drawn among those that keep every pitch in range, moves Pitch tokens, chord roots and
     the melody pitch class; a velocity shift in ``velocity_shift`` bins moves Velocity
-    tokens and the intensity by the RMS velocity ratio in dB. Valence's register term and
-    arousal's velocity term are adjusted with the crop's mean pitch and velocity, an
-    approximation of re-running the extractors.
+    tokens and the intensity by the RMS velocity ratio in dB. With ``velocity_walk`` > 0 the
+    shift is a random walk over the crop's bars instead (at each ``Bar`` it steps one bin up or
+    down with that probability, staying in ``velocity_shift``), so the intensity changes within
+    a crop as the velocities do. Valence's register term and arousal's velocity term are
+    adjusted with the crop's mean pitch and velocity, an approximation of re-running the
+    extractors.
     """
 
     def __init__(self, root: str | os.PathLike, *, split: str = "train", seq_len: int = 512, seed: int = 0,
                  augment: bool | None = None, transpose: tuple[int, int] = TRANSPOSE,
-                 velocity_shift: tuple[int, int] = VELOCITY_SHIFT, tokenizer=None) -> None:
+                 velocity_shift: tuple[int, int] = VELOCITY_SHIFT, velocity_walk: float = 0.0,
+                 tokenizer=None) -> None:
         from cuecraft.errors import MediaError
         from cuecraft.training.corpus import ARRAYS, default_tokenizer, load_manifest
 
@@ -53,6 +57,9 @@ class TokenDataset:
         for name, pair in (("transpose", transpose), ("velocity_shift", velocity_shift)):
             if len(pair) != 2 or pair[0] > 0 or pair[1] < 0:
                 raise ParameterError(f"{name} = {pair!r}: must be (low <= 0, high >= 0)")
+        if isinstance(velocity_walk, bool) or not isinstance(velocity_walk, (int, float)) \
+                or not 0.0 <= velocity_walk <= 1.0:
+            raise ParameterError(f"velocity_walk = {velocity_walk!r}: must be a probability in [0, 1]")
         self.manifest = load_manifest(root)
         self.tokenizer = tokenizer or default_tokenizer()
         if self.manifest.tokenizer != self.tokenizer.fingerprint:
@@ -64,6 +71,7 @@ class TokenDataset:
         self.seq_len, self.seed, self.epoch = seq_len, seed, 0
         self.augment = split == "train" if augment is None else bool(augment)
         self.transpose, self.velocity_shift = tuple(transpose), tuple(velocity_shift)
+        self.velocity_walk = float(velocity_walk)
         offsets = self._arrays["offsets"]
         crops = np.maximum(1, -(-np.diff(offsets) // seq_len))
         self._piece = np.repeat(np.arange(len(offsets) - 1), crops)
@@ -71,6 +79,7 @@ class TokenDataset:
         self._bars = np.flatnonzero(tk.types[self._arrays["tokens"]] == TYPE_INDEX["Bar"])
         self._shift_tables = {s: tk.transpose_table(s) for s in range(transpose[0], transpose[1] + 1)}
         self._velocity_tables = {k: tk.velocity_table(k) for k in range(velocity_shift[0], velocity_shift[1] + 1)}
+        self._velocity_stack = np.stack(list(self._velocity_tables.values()))  # [shifts, vocab], lowest first
 
     def __len__(self) -> int:
         return len(self._piece)
@@ -139,13 +148,41 @@ class TokenDataset:
             m = pitches.mean()
             emotion[:, 0] += 0.25 * (np.tanh((m + shift - 60.0) / 12.0) - np.tanh((m - 60.0) / 12.0))
         is_velocity = tk.types[tokens] == TYPE_INDEX["Velocity"]
-        before = tk.values[tokens[is_velocity]]
-        k = int(rng.integers(self.velocity_shift[0], self.velocity_shift[1] + 1))
-        tokens = self._velocity_tables[k][tokens]
+        velocity_ids = tokens[is_velocity]
+        before = tk.values[velocity_ids]
+        low, high = self.velocity_shift
+        k = int(rng.integers(low, high + 1))
+        if self.velocity_walk == 0.0:
+            tokens = self._velocity_tables[k][tokens]
+            level = np.full(len(tokens), k)
+        else:
+            level = self._walk(rng, k, tokens)
+            tokens = self._velocity_stack[level - low, tokens]
         if len(before):
-            after = tk.values[tokens[is_velocity]]
-            delta = 20.0 * np.log10(np.sqrt(np.mean(after ** 2) / np.mean(before ** 2)))
+            # Each shift's effect on the crop's velocities, in dB (intensity) and in arousal's velocity term.
+            delta = np.zeros(high - low + 1)
+            arousal = np.zeros(high - low + 1)
+            for j in np.unique(level):
+                after = tk.values[self._velocity_tables[int(j)][velocity_ids]]
+                delta[j - low] = 20.0 * np.log10(np.sqrt(np.mean(after ** 2) / np.mean(before ** 2)))
+                arousal[j - low] = 0.20 * (np.tanh((after.mean() - 80.0) / 30.0) - np.tanh((before.mean() - 80.0) / 30.0))
             # -80 dB means silence: it stays silent whatever the velocities.
-            intensity = np.where(intensity <= -80.0, -80.0, np.clip(intensity + delta, -80.0, 0.0))
-            emotion[:, 1] += 0.20 * (np.tanh((after.mean() - 80.0) / 30.0) - np.tanh((before.mean() - 80.0) / 30.0))
+            intensity = np.where(intensity <= -80.0, -80.0, np.clip(intensity + delta[level - low], -80.0, 0.0))
+            emotion[:, 1] += arousal[level - low]
         return tokens, pc, intensity, np.clip(emotion, -1.0, 1.0)
+
+    def _walk(self, rng: np.random.Generator, start: int, tokens: np.ndarray) -> np.ndarray:
+        """``[T]`` velocity shift per token: ``start``, then at each ``Bar`` a step of one bin up or down
+        with probability ``velocity_walk`` (reflected at the ends of ``velocity_shift``)."""
+        low, high = self.velocity_shift
+        bar = np.cumsum(self.tokenizer.types[tokens] == TYPE_INDEX["Bar"])  # [T] bars seen so far
+        moves = rng.random(int(bar[-1]) + 1) < self.velocity_walk
+        signs = np.where(rng.random(len(moves)) < 0.5, -1, 1)
+        level = np.empty(len(moves), dtype=int)
+        current = start
+        for i in range(len(moves)):
+            if i > 0 and moves[i]:
+                step = signs[i] if low <= current + signs[i] <= high else -signs[i]
+                current = min(high, max(low, current + step))
+            level[i] = current
+        return level[bar]
