@@ -1,7 +1,8 @@
 """End-to-end `cuecraft score` time for a 60 s 640x360 video.
 
-Two figures: warm (in-process, after one short run has paid librosa's numba compilation)
-and cold (a fresh `python -m cuecraft score` process, as a user runs it).
+Three figures: warm (in-process, after one short run has paid librosa's numba compilation),
+cold (a fresh `python -m cuecraft score` process, as a user runs it), and warm with
+`--melody-only` (the model writes no harmony voice: about half the tokens).
 
     .venv/bin/python benchmarks/bench_score.py [SECONDS]
 """
@@ -29,8 +30,12 @@ def measure(seconds: float = 60.0) -> list[tuple[str, str, str]]:
         subprocess.run([sys.executable, "-m", "cuecraft", "score", str(video), "-o", str(Path(tmp) / "b.mp4"), "-q"],
                        check=True, stdout=subprocess.DEVNULL)
         cold = time.perf_counter() - start
+        start = time.perf_counter()
+        score(video, out=Path(tmp) / "c.mp4", melody_only=True)
+        melody_only = time.perf_counter() - start
     return [(f"score {seconds:g} s 640x360, warm (in process)", f"{warm:.2f} s", "<= 6 s"),
-            (f"score {seconds:g} s 640x360, cold (new process)", f"{cold:.2f} s", "<= 6 s")]
+            (f"score {seconds:g} s 640x360, cold (new process)", f"{cold:.2f} s", "<= 6 s"),
+            (f"score {seconds:g} s 640x360 --melody-only, warm", f"{melody_only:.2f} s", "<= 6 s")]
 
 
 if __name__ == "__main__":

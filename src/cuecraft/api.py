@@ -113,7 +113,7 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
           controls: str | os.PathLike | Controls | None = None, reference: str | os.PathLike | None = None,
           seed: int = 0, overwrite: bool = False, keep_audio: bool = False, soundfont: str | None = None,
           backbone: str = "symbolic", weights: str | os.PathLike | None = None,
-          guidance: float | None = None, progress: bool = False) -> dict[str, Path]:
+          guidance: float | None = None, melody_only: bool = False, progress: bool = False) -> dict[str, Path]:
     """Score ``video``: write the scored video and its MIDI, WAV, controls and timeline files.
 
     Parameters
@@ -133,6 +133,7 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         checkpoint folder (``cuecraft train`` with a codec config)
     guidance : classifier-free guidance scale over the controls (>= 1; 1 = none; None = the
         backbone's default: 1 for "symbolic", 3 for "codec"); not for "arrangement"
+    melody_only : "symbolic": the model writes its melody without opening a harmony voice
 
     Returns
     -------
@@ -189,7 +190,7 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
 
             midi = compose(final, plan, duration=duration, seed=seed, backbone=backbone,
                            weights=None if weights is None else str(weights), guidance=guidance or 1.0,
-                           progress=advance)
+                           harmony=not melody_only, progress=advance)
         with _progress(4, "rendering", progress) as bar:
             buffer = _io.BytesIO()
             midi.write(buffer)

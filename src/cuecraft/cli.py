@@ -51,6 +51,9 @@ def _add_score(sub) -> None:
                    help="classifier-free guidance over the controls: how tightly the model follows them. "
                         "1 = none; higher follows more tightly and doubles the generation time (default: 1 "
                         "for symbolic, 3 for codec, MusicGen's)")
+    p.add_argument("--melody-only", action="store_true",
+                   help="symbolic: the model writes a melody without its harmony voice (about half the "
+                        "generation time; the arrangement's bass and drums stay)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -220,7 +223,7 @@ def _run(args: argparse.Namespace) -> None:
         written = api.score(args.video, out=args.output, controls=args.controls, reference=args.reference,
                             seed=args.seed, overwrite=args.overwrite, keep_audio=args.keep_audio,
                             soundfont=args.soundfont, backbone=args.backbone, weights=args.weights,
-                            guidance=args.guidance, progress=progress)
+                            guidance=args.guidance, melody_only=args.melody_only, progress=progress)
         for path in written.values():
             print(path)
     elif args.command == "analyze":

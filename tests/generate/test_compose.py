@@ -81,6 +81,21 @@ def test_guidance_changes_the_music_and_stays_seeded(tmp_path):
     assert guided != plain
 
 
+def test_melody_only_passes_to_the_sampler(weights):
+    from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
+    from cuecraft.models.backbones.symbolic import load_symbolic
+
+    c = controls()
+    plan = make_plan(c, cuts=[], duration=8.0, seed=0)
+    model, tokenizer = load_symbolic(str(weights))
+    for harmony in (True, False):
+        pm = compose(c, plan, duration=8.0, seed=2, weights=str(weights), harmony=harmony)
+        ids, track = generate_tokens(model, tokenizer, c, seed=2, config=SamplingConfig(harmony=harmony))
+        alone = tokens_to_midi(tokenizer, ids, track, melody_program=73, harmony_program=0, duration=8.0)
+        got = [(n.start, n.pitch) for i in pm.instruments if "model" in i.name for n in i.notes]
+        assert got == [(n.start, n.pitch) for i in alone.instruments for n in i.notes]
+
+
 def test_arrangement_backbone_needs_no_model():
     c = controls()
     pm = compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, backbone="arrangement")

@@ -77,6 +77,40 @@ def test_generation_is_deterministic_valid_and_on_the_grid(model, tokenizer):
     assert onsets.max() < 13.0
 
 
+def test_harmony_opening_and_the_melody_on_top(model, tokenizer):
+    controls = Controls(beat=grid(32), melody=[[0, 4], [6, 9]])
+    ids, track = generate_tokens(model, tokenizer, controls, seed=3)
+    plain, _ = generate_tokens(model, tokenizer, controls, seed=3, config=SamplingConfig(harmony=False))
+    program = tokenizer.token_id("Program_0")
+    first_duration = int(np.flatnonzero(tokenizer.is_type["Duration"][ids])[0])
+    assert ids[first_duration + 1] == program  # the forced harmony voice under the first melody note
+    assert not np.array_equal(ids, plain)  # harmony=False leaves the choice to the model
+    pm = tokens_to_midi(tokenizer, ids, track, melody_program=73, harmony_program=0, duration=16.0)
+    melody, harmony = pm.instruments
+    assert harmony.notes
+    for note in harmony.notes:  # never above a melody note sounding at its onset
+        above = [m.pitch for m in melody.notes if m.start <= note.start + 1e-9 < m.end]
+        assert all(note.pitch <= pitch for pitch in above)
+
+
+def test_melody_on_top_grammar_caps_the_harmony(tokenizer):
+    t = tokenizer.token_id
+    tokens = [tokenizer.bos_id, t("Bar_None"), t("TimeSig_4/4"), t("Position_0"), t("Program_73"), t("Pitch_67"),
+              t("Velocity_95"), t("Duration_1.2.4"), t("Position_4"), t("Program_0")]
+    strict, free = tokenizer.grammar(melody_on_top=True), tokenizer.grammar()
+    for token in tokens:
+        strict.update(token)
+        free.update(token)
+    pitches = tokenizer.is_type["Pitch"]
+    # The melody's G4 (67) still sounds at beat 1: the harmony may double it but not go above.
+    assert strict.mask()[t("Pitch_67")] and not strict.mask()[t("Pitch_68")]
+    assert free.mask()[t("Pitch_68")] and strict.mask()[pitches].sum() < free.mask()[pitches].sum()
+    for token in (t("Pitch_60"), t("Velocity_79"), t("Duration_1.0.4"), t("Position_8")):
+        strict.update(token)  # beat 2: the melody note has ended, the ceiling is gone
+    strict.update(t("Program_0"))
+    assert strict.mask()[t("Pitch_80")]
+
+
 def test_long_piece_continues_window_by_window(model, tokenizer):
     beat = grid(240)  # 60 bars: many times the 96-token context
     ids, track = generate_tokens(model, tokenizer, Controls(beat=beat), seed=1, config=SamplingConfig(carry=40))

@@ -40,10 +40,11 @@ def _crop(controls: Controls, seconds: float) -> Controls:
 
 
 def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cfg_scale: float = 1.0,
-                   temperature: float | None = None) -> dict[str, dict[str, float]]:
+                   temperature: float | None = None, harmony: bool = True) -> dict[str, dict[str, float]]:
     """Metrics of one piece for the conditions "controls" and "dropped" (the model's melody and harmony
     alone; ``cfg_scale``: classifier-free guidance over the given controls, 1 = none; ``temperature``:
-    the sampling temperature, None = ``score``'s default), "scored" (the
+    the sampling temperature, None = ``score``'s default; ``harmony``: open with a harmony voice, as
+    ``score`` does), "scored" (the
     "controls" music over the drum/bass arrangement, as ``cuecraft score`` writes it), and
     "reference": the reference piece itself (decoded from its tokens, so on the same instruments),
     what a model that wrote the reference back would score (the ceiling of the model-alone metrics)."""
@@ -53,8 +54,8 @@ def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cf
     from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
     from cuecraft.models.tokenizer import HARMONY_PROGRAM, MELODY_PROGRAM
 
-    sampling = SamplingConfig(cfg_scale=cfg_scale) if temperature is None else \
-        SamplingConfig(cfg_scale=cfg_scale, temperature=temperature)
+    sampling = SamplingConfig(cfg_scale=cfg_scale, harmony=harmony) if temperature is None else \
+        SamplingConfig(cfg_scale=cfg_scale, harmony=harmony, temperature=temperature)
     duration = min(seconds, reference.get_end_time())
     wanted = _crop(controls_from_midi(reference), duration)
     downbeats = wanted.beat[wanted.beat[:, 1] == 0, 0]
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="classifier-free guidance over the controls (1 = none, the default of 'score')")
     parser.add_argument("--temperature", type=float, help="sampling temperature (default: that of 'score')")
+    parser.add_argument("--no-harmony", dest="harmony", action="store_false",
+                        help="do not open the pieces with a harmony voice (the model then mostly writes melody only)")
     parser.add_argument("-o", "--output", help="write the JSON report here")
     args = parser.parse_args(argv)
     model, tokenizer = load_symbolic(args.weights)
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             if reference.get_end_time() < 8.0:
                 continue  # too short to measure a beat or an intensity curve
             results.append(evaluate_piece(model, tokenizer, reference, seconds=args.seconds, seed=args.seed,
-                                          cfg_scale=args.cfg_scale, temperature=args.temperature))
+                                          cfg_scale=args.cfg_scale, temperature=args.temperature, harmony=args.harmony))
             bar.update(1)
             if len(results) == args.pieces:
                 break

@@ -49,10 +49,12 @@ def in_key_of(plan: Plan, notes: list) -> Plan:
 
 
 def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backbone: str = "symbolic",
-            weights: str | None = None, guidance: float = 1.0, progress=None) -> pretty_midi.PrettyMIDI:
+            weights: str | None = None, guidance: float = 1.0, harmony: bool = True,
+            progress=None) -> pretty_midi.PrettyMIDI:
     """Melody and harmony from the symbolic model (unless ``backbone="arrangement"``), with the
     drum/bass arrangement whose bass follows the model's harmony. ``guidance``: classifier-free
-    guidance scale over the controls (1 = none)."""
+    guidance scale over the controls (1 = none); ``harmony``: open the piece with a harmony voice
+    (:class:`SamplingConfig`), else the model mostly writes a melody alone."""
     from cuecraft.render.arrange import arrange
 
     if backbone not in BACKBONES:
@@ -64,7 +66,7 @@ def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backb
 
     model, tokenizer = load_symbolic(weights)
     ids, track = generate_tokens(model, tokenizer, _within(controls, duration), seed=seed,
-                                 config=SamplingConfig(cfg_scale=guidance), progress=progress)
+                                 config=SamplingConfig(cfg_scale=guidance, harmony=harmony), progress=progress)
     music = tokens_to_midi(tokenizer, ids, track, melody_program=MELODY_PROGRAM, harmony_program=HARMONY_PROGRAM,
                            duration=duration)
     return with_arrangement(music, controls, plan, duration=duration, seed=seed)

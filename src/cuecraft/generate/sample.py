@@ -28,6 +28,11 @@ class SamplingConfig:
     top_p: float = 0.95
     cfg_scale: float = 1.0    # 1 = conditional only (one forward); > 1 adds classifier-free guidance
     carry: int = 256          # tokens of carried prompt when the context is full
+    # Open the piece with a harmony voice under its first melody note. Most of the corpus is
+    # melody-only folk song, so unprompted the model seldom harmonises; one forced harmony
+    # Program token puts it in its harmonised (chorale) style, and every note is still its own.
+    # The grammar then keeps the harmony at or below the melody, the voice the melody control sets.
+    harmony: bool = True
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -126,12 +131,12 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
 
     Returns the ids (BOS ... EOS) and the control track used (for mapping beats to seconds).
     """
-    from cuecraft.models.tokenizer import POSITIONS_PER_BEAT
+    from cuecraft.models.tokenizer import HARMONY_PROGRAM, POSITIONS_PER_BEAT
 
     first, bars = music_bars(controls.beat)
     track = ControlTrack(controls, first_downbeat=first)
     presence = torch.from_numpy(track.presence)[None]  # [1, 4]
-    grammar = tokenizer.grammar()
+    grammar = tokenizer.grammar(melody_on_top=config.harmony)
     generator = torch.Generator().manual_seed(int(seed))
     max_len = max_len or model.max_positions
     is_bar, is_timesig, is_position = tokenizer.is_type["Bar"], tokenizer.is_type["TimeSig"], tokenizer.is_type["Position"]
@@ -139,6 +144,9 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
     ids: list[int] = []
     feats: list[np.ndarray] = []
     bar, bar_start, position = -1, 0.0, 0.0
+    is_duration = tokenizer.is_type["Duration"]
+    harmony_program = tokenizer.tokens.index(f"Program_{HARMONY_PROGRAM}")
+    harmonised = False
     state = {"cache": None}
 
     def feed(new_ids: list[int], new_feats: list[np.ndarray]) -> torch.Tensor:
@@ -183,6 +191,10 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
             allowed = np.zeros_like(allowed)
             allowed[timesig_of[bars[bar]]] = True  # the video's bar length
         allowed[tokenizer.eos_id] &= bar >= len(bars) - 1
+        if config.harmony and not harmonised and is_duration[ids[-1]] and allowed[harmony_program]:
+            allowed = np.zeros_like(allowed)
+            allowed[harmony_program] = True
+            harmonised = True
         token = int(torch.multinomial(torch.softmax(_filter(logits, allowed, config), -1), 1, generator=generator))
         if token == tokenizer.eos_id or (is_bar[token] and bar + 1 >= len(bars)):
             ids.append(tokenizer.eos_id)

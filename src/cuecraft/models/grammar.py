@@ -16,10 +16,15 @@ class Grammar:
     pair comes before the harmony notes of a position; ``EOS`` (only after at least one
     note, at a bar or note boundary) is followed by ``PAD`` only. A sequence that does not
     start with ``BOS`` (a carried prompt) is followed from its first token.
+
+    With ``melody_on_top``, harmony notes also stay at or below every melody note still
+    sounding, so the melody is the top voice, as the melody control defines it. Real pieces
+    sometimes cross (an alto above the soprano), so this is for generation only.
     """
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, *, melody_on_top: bool = False) -> None:
         self._tk = tokenizer
+        self.melody_on_top = bool(melody_on_top)
         self.last = -1           # type of the last token; -1 before the first
         self.bar_positions = 4 * POSITIONS_PER_BEAT
         self.pos = -1            # last Position index in this bar
@@ -27,11 +32,15 @@ class Grammar:
         self.top = {MELODY_PROGRAM: -1, HARMONY_PROGRAM: -1}  # highest pitch per role at this position
         self.chord = False       # a Chord at this position already
         self.notes = 0
+        self.bar_start = None    # the bar's first position, counted from the first bar
+        self.pitch = -1          # pitch of the note being written
+        self.melody: list[tuple[float, int]] = []  # (end position, pitch) of melody notes that may sound
 
     def update(self, token: int) -> None:
         """Advance the state by one token id."""
         kind, value = int(self._tk.types[token]), float(self._tk.values[token])
         if kind == TYPE_INDEX["Bar"]:
+            self.bar_start = 0 if self.bar_start is None else self.bar_start + self.bar_positions
             self.pos = -1
             self._new_position()
         elif kind == TYPE_INDEX["TimeSig"]:
@@ -45,12 +54,28 @@ class Grammar:
             self.chord = True
         elif kind == TYPE_INDEX["Pitch"]:
             self.top[self.program] = max(self.top.get(self.program, -1), int(value))
+            self.pitch = int(value)
             self.notes += 1
+        elif kind == TYPE_INDEX["Duration"] and self.program == MELODY_PROGRAM:
+            self.melody.append((self._now() + value * POSITIONS_PER_BEAT, self.pitch))
         self.last = kind
 
     def _new_position(self) -> None:
         self.top = {MELODY_PROGRAM: -1, HARMONY_PROGRAM: -1}
         self.chord = False
+        now = self._now()
+        self.melody = [(end, pitch) for end, pitch in self.melody if end > now]
+
+    def _now(self) -> float:
+        return (self.bar_start or 0) + max(self.pos, 0)
+
+    def _harmony_ceiling(self) -> int:
+        """The highest pitch a harmony note may take now: no higher than any sounding melody note."""
+        if not self.melody_on_top:
+            return PITCH_RANGE[1]
+        now = self._now()
+        sounding = [pitch for end, pitch in self.melody if end > now]
+        return min([PITCH_RANGE[1], *sounding])
 
     def mask(self) -> np.ndarray:
         """``[vocab]`` bool of the allowed next tokens (never all False)."""
@@ -74,6 +99,8 @@ class Grammar:
                 allowed[tk.eos_id] = may_end
         elif last == TYPE_INDEX["Program"]:
             allowed |= is_["Pitch"] & (tk.values > self.top.get(self.program, -1))
+            if self.program == HARMONY_PROGRAM:
+                allowed &= ~is_["Pitch"] | (tk.values <= self._harmony_ceiling())
             if self.program == HARMONY_PROGRAM and not self.chord and self.top[HARMONY_PROGRAM] < 0:
                 allowed |= is_["Chord"]
         elif last == TYPE_INDEX["Chord"]:
@@ -90,6 +117,6 @@ class Grammar:
         tk = self._tk
         out = np.zeros(tk.vocab_size, dtype=bool)
         # A role can add a note while a higher pitch is left; the melody only before any harmony.
-        out[tk.harmony_id] = self.top[HARMONY_PROGRAM] < PITCH_RANGE[1]
+        out[tk.harmony_id] = max(self.top[HARMONY_PROGRAM], PITCH_RANGE[0] - 1) < self._harmony_ceiling()
         out[tk.melody_id] = self.top[HARMONY_PROGRAM] < 0 and self.top[MELODY_PROGRAM] < PITCH_RANGE[1]
         return out

@@ -84,7 +84,7 @@ class ControlProjections(nn.Module):
 
     def forward(self, controls: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         # controls [B, T, C], presence [B, n] in {0, 1}. One block-diagonal matmul for all controls
-        # (the same sums as one Linear each): decoding a token is bound by the number of ops.
+        # (the same sums as one Linear each): fewer ops per decoded token.
         # Absent controls' inputs are zeroed first, so garbage (even NaN) in them cannot leak.
         given = presence.repeat_interleave(self.dims, dim=1)[:, None] > 0  # [B, 1, C]
         weight = torch.block_diag(*(proj.weight for proj in self.proj))  # [D, C]

@@ -83,7 +83,7 @@ class SelfAttention(nn.Module):
     def forward(self, x, *, rope, cache: KVCache | None, name: str) -> torch.Tensor:
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)
-        if rope is not None:  # q and k in one rotation: decoding one token is bound by the number of ops
+        if rope is not None:  # q and k in one rotation: fewer ops per decoded token
             qk = rotate(qkv[:, :, :2].transpose(1, 3), *rope)  # [B, H, 2, T, hd]
             q, k = qk.unbind(dim=2)  # [B, H, T, hd]
             v = qkv[:, :, 2].transpose(1, 2)

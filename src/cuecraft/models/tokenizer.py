@@ -271,12 +271,13 @@ class MusicTokenizer:
         return self.timeline(ids)[2]
 
     # -- grammar ------------------------------------------------------------------------
-    def grammar(self):
+    def grammar(self, *, melody_on_top: bool = False):
         """A fresh incremental :class:`cuecraft.models.grammar.Grammar` (``update`` per sampled
-        token, ``mask`` for the allowed next ones)."""
+        token, ``mask`` for the allowed next ones); ``melody_on_top`` keeps harmony notes at or
+        below the sounding melody (for generation: real pieces sometimes cross)."""
         from cuecraft.models.grammar import Grammar
 
-        return Grammar(self)
+        return Grammar(self, melody_on_top=melody_on_top)
 
     def grammar_mask(self, ids_so_far) -> np.ndarray:
         """``[vocab]`` bool: the tokens that may follow ``ids_so_far`` (see :meth:`grammar`)."""
