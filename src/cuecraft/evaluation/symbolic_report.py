@@ -25,6 +25,7 @@ from cuecraft.controls.schema import Controls
 from cuecraft.evaluation.adherence import (beat_f_measure, emotion_agreement, intensity_correlation,
                                            melody_accuracy, track_beats)
 from cuecraft.evaluation.symbolic import grooving_similarity, pitch_class_entropy
+from cuecraft.generate.sample import SamplingConfig
 
 SR = 22050
 METRICS = ("intensity_r", "melody_accuracy", "beat_f1", "valence_sign_agreement", "arousal_sign_agreement",
@@ -40,10 +41,11 @@ def _crop(controls: Controls, seconds: float) -> Controls:
 
 
 def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cfg_scale: float = 1.0,
-                   temperature: float | None = None, harmony: bool = True) -> dict[str, dict[str, float]]:
+                   temperature: float = SamplingConfig.temperature,
+                   harmony: bool = True) -> dict[str, dict[str, float]]:
     """Metrics of one piece for the conditions "controls" and "dropped" (the model's melody and harmony
     alone; ``cfg_scale``: classifier-free guidance over the given controls, 1 = none; ``temperature``:
-    the sampling temperature, None = ``score``'s default; ``harmony``: open with a harmony voice, as
+    the sampling temperature, by default ``score``'s; ``harmony``: open with a harmony voice, as
     ``score`` does), "scored" (the
     "controls" music over the drum/bass arrangement, as ``cuecraft score`` writes it), and
     "reference": the reference piece itself (decoded from its tokens, so on the same instruments),
@@ -51,11 +53,10 @@ def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cf
     from cuecraft.controls.from_midi import controls_from_midi
     from cuecraft.generate.compose import with_arrangement
     from cuecraft.generate.plan import make_plan
-    from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
+    from cuecraft.generate.sample import generate_tokens, tokens_to_midi
     from cuecraft.models.tokenizer import HARMONY_PROGRAM, MELODY_PROGRAM
 
-    sampling = SamplingConfig(cfg_scale=cfg_scale, harmony=harmony) if temperature is None else \
-        SamplingConfig(cfg_scale=cfg_scale, harmony=harmony, temperature=temperature)
+    sampling = SamplingConfig(cfg_scale=cfg_scale, harmony=harmony, temperature=temperature)
     duration = min(seconds, reference.get_end_time())
     wanted = _crop(controls_from_midi(reference), duration)
     downbeats = wanted.beat[wanted.beat[:, 1] == 0, 0]
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="classifier-free guidance over the controls (1 = none, the default of 'score')")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default: that of 'score')")
+    parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature,
+                        help="sampling temperature (default: %(default)s, that of 'score')")
     parser.add_argument("--no-harmony", dest="harmony", action="store_false",
                         help="do not open the pieces with a harmony voice (the model then mostly writes melody only)")
     parser.add_argument("-o", "--output", help="write the JSON report here")
