@@ -125,6 +125,20 @@ def test_weights_for_another_tokenizer_or_shape_are_refused(weights, tmp_path):
         load_symbolic(bad)
     with pytest.raises(MediaError, match="no such file"):
         load_symbolic(tmp_path / "missing.safetensors")
+    # Weights from before the melody look-ahead (13 melody features): the error names both layouts.
+    from cuecraft.models.guidance import ControlGuidance
+    from cuecraft.models.lm import TokenLM
+
+    old = TokenLM(vocab_size=tokenizer.vocab_size, d_model=CONFIG.d_model, n_layers=CONFIG.n_layers,
+                  n_heads=CONFIG.n_heads, n_codebooks=1, mlp_ratio=float(CONFIG.mlp_ratio), positions="rotary",
+                  max_positions=CONFIG.max_len, guidance=ControlGuidance(d_model=CONFIG.d_model, patch_len=CONFIG.patch_len,
+                                                                          guidance_every=CONFIG.guidance_every,
+                                                                          control_dims=(3, 13, 1, 2)))
+    stale = save_weights(tmp_path / "stale.safetensors", old,
+                         metadata={"model_config": json.dumps(dataclasses.asdict(CONFIG), sort_keys=True),
+                                   "tokenizer": tokenizer.fingerprint})
+    with pytest.raises(MediaError, match=r"melody 13.*reads \(beat 3, melody 43"):
+        load_symbolic(stale)
 
 
 def test_plan_moves_to_the_key_the_model_wrote_in():

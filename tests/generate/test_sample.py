@@ -5,7 +5,8 @@ import torch
 from cuecraft.config import ModelConfig
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
-from cuecraft.generate.sample import SamplingConfig, generate_tokens, music_bars, tokens_to_midi
+from cuecraft.controls.features import CONTROL_SLICES
+from cuecraft.generate.sample import ControlTrack, SamplingConfig, generate_tokens, music_bars, tokens_to_midi
 from cuecraft.models.builders import build_symbolic_lm
 from cuecraft.models.tokenizer import MusicTokenizer
 
@@ -41,6 +42,21 @@ def grid(n_beats, *, period=0.5, cuts=()):
 def test_music_bars_keep_every_beat_and_downbeat(cuts, lengths):
     first, bars = music_bars(grid(12 if cuts != (6,) else 12, cuts=cuts))
     assert first == 0 and bars == lengths and sum(bars) == 12
+
+
+def test_control_track_reads_the_melody_on_the_16th_grid():
+    # Beats every 0.5 s from 0.25 s; the melody, sampled in 0.1 s frames, changes C -> E at 0.9 s
+    # (meant for beat 1.25, 0.875 s), E -> rest at 1.3 s (beat 2.0, 1.25 s) and rest -> G at 2.3 s
+    # (beat 4.0, 2.25 s): each change a frame late, as frame-sampled controls put them.
+    melody = np.array([[0.0, 0], [0.9, 4], [1.3, np.nan], [2.3, 7]])
+    track = ControlTrack(Controls(beat=grid(8), melody=melody, duration=4.0), first_downbeat=0)
+    beats = np.array([1.0, 1.25, 1.75, 2.0, 3.75, 4.0])
+    feats = track.features(beats, np.mod(beats, 4), np.full(6, 4))[:, CONTROL_SLICES["melody"]]
+    # At the 16th where a change belongs the token already sees the new pitch class (12 = rest).
+    assert feats[:, :13].argmax(1).tolist() == [0, 4, 4, 12, 12, 7]
+    # 16ths to the next change, and what it changes to; nothing after G (last bin, zeros).
+    assert (feats[:, 13:30].argmax(1) + 1).tolist() == [1, 3, 1, 8, 1, 17]
+    assert feats[:5, 30:].argmax(1).tolist() == [4, 12, 12, 7, 7] and not feats[5, 30:].any()
 
 
 def test_music_bars_need_a_downbeat():

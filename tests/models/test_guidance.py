@@ -157,8 +157,8 @@ def test_bad_guidance_arguments():
         TokenLM(vocab_size=V, d_model=64, n_layers=2, n_heads=4, guidance=ControlGuidance(d_model=32))
     model = guided()
     tokens, controls, presence = inputs()
-    with pytest.raises(ParameterError, match=r"controls must be \[2, 17, 19\], got \(2, 17, 18\)"):
-        model(tokens, controls=controls[..., :18])
+    with pytest.raises(ParameterError, match=rf"controls must be \[2, 17, {C}\], got \(2, 17, {C - 1}\)"):
+        model(tokens, controls=controls[..., :-1])
     with pytest.raises(ParameterError, match="presence must hold 0 or 1, got 0.5"):
         model(tokens, controls=controls, presence=torch.full((2, 4), 0.5))
     with pytest.raises(ParameterError, match=r"presence must be \[2, 4\]"):

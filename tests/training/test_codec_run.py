@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 
 from cuecraft.cli import main
 from cuecraft.config import load_config
+from cuecraft.controls.features import N_FEATURES
 from cuecraft.io.synthetic import SyntheticEvents, write_synthetic_video
 from cuecraft.training.pairs import PairShards, read_pair
 from tiny_models import save_tiny_musicgen
@@ -47,7 +48,7 @@ def test_dataset_build_writes_aligned_shards(built):
     pair = read_pair(files[0])
     assert pair.frame_rate == 50 and pair.seconds == 3
     assert pair.codes.shape == (4, 150) and int(pair.codes.max()) < 64
-    assert pair.controls.shape == (150, 19) and pair.presence.tolist() == [1, 1, 1, 1]
+    assert pair.controls.shape == (150, N_FEATURES) and pair.presence.tolist() == [1, 1, 1, 1]
     assert pair.patch.shape[:2] == (3, 64)
     batch = PairShards(shards, seconds=2).sample(np.random.default_rng(0), batch_size=3)
     assert batch["codes"].shape == (3, 4, 100) and batch["patch"].shape[:2] == (3, 2) and bool(batch["valid"].all())

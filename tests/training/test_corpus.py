@@ -4,13 +4,21 @@ import os
 import numpy as np
 import pytest
 
+from cuecraft.controls.features import CONTROL_SLICES, N_FEATURES, melody_features
 from cuecraft.errors import MediaError, OutputError, ParameterError
 from cuecraft.models.tokenizer import MELODY_PROGRAM, TYPE_INDEX
 from cuecraft.training.corpus import (ARRAYS, SPLITS, TokenDataset, _convert_file, build_corpus, content_hash,
                                       default_tokenizer, load_manifest, piece_split)
 from cuecraft.training.music21_pieces import SkipPiece, corpus_root, parse_file, to_piece
+from cuecraft.training.piece_controls import token_melody_changes
 
 COLLECTIONS = ("bach", "nottingham-dataset", "ryansMammoth")
+PITCH_CLASS = slice(3, 16)   # the melody block starts with the pitch class now (13)...
+UNTIL = slice(16, 33)        # ...then 16ths to its next change (17)...
+NEXT_PC = slice(33, 46)      # ...and the pitch class it changes to (13)
+LOOK_AHEAD = slice(16, 46)
+INTENSITY = CONTROL_SLICES["intensity"].start
+EMOTION = CONTROL_SLICES["emotion"]
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +114,10 @@ def test_dataset_items(corpus):
     assert len(ds) >= sum(1 for p in corpus.pieces if p["split"] == "train")
     item = ds[0]
     assert item["tokens"].shape == (128,) and str(item["tokens"].dtype) == "torch.int64"
-    assert item["controls"].shape == (128, 19) and str(item["controls"].dtype) == "torch.float32"
+    assert item["controls"].shape == (128, N_FEATURES) and str(item["controls"].dtype) == "torch.float32"
     assert item["presence"].tolist() == [1, 1, 1, 1]
     batch = ds.sample(np.random.default_rng(5), batch_size=3)
-    assert batch["tokens"].shape == (3, 128) and batch["controls"].shape == (3, 128, 19)
+    assert batch["tokens"].shape == (3, 128) and batch["controls"].shape == (3, 128, N_FEATURES)
     assert batch["presence"].shape == (3, 4)
     assert (ds.sample(np.random.default_rng(5), batch_size=3)["tokens"] == batch["tokens"]).all()
     for i in range(len(ds)):
@@ -125,9 +133,15 @@ def test_dataset_items(corpus):
     assert np.array_equal(whole["tokens"][:n].numpy(), train["tokens"][:n])
     assert (whole["tokens"][n:] == tk.pad_id).all() and (whole["controls"][n:] == 0).all()
     controls = whole["controls"][:n].numpy()
-    assert np.array_equal(controls[:, 3:16].argmax(axis=1), train["pitch_class"][:n])
-    assert controls[:, 16] == pytest.approx(train["intensity"][:n].astype(float) / 40 + 1, abs=1e-3)
-    assert controls[:, 17:] == pytest.approx(train["emotion"][:n].astype(float), abs=1e-3)
+    assert np.array_equal(controls[:, PITCH_CLASS].argmax(axis=1), train["pitch_class"][:n])
+    assert controls[:, INTENSITY] == pytest.approx(train["intensity"][:n].astype(float) / 40 + 1, abs=1e-3)
+    assert controls[:, EMOTION] == pytest.approx(train["emotion"][:n].astype(float), abs=1e-3)
+    # The look-ahead sees the whole piece's top voice, read off its tokens.
+    change_times, change_pc = token_melody_changes(train["tokens"][:n].astype(np.int64), tokenizer=tk)
+    expected = melody_features(np.zeros(n), now=tk.timeline(train["tokens"][:n].astype(np.int64))[0],
+                               change_times=change_times, change_pitch_class=change_pc)
+    assert np.array_equal(controls[:, LOOK_AHEAD], expected[:, 13:])
+    assert controls[:, LOOK_AHEAD][:, :16].any()  # some changes within 4 beats
 
 
 def test_augmentation_moves_pitches_and_controls_together(corpus):
@@ -152,9 +166,15 @@ def test_augmentation_moves_pitches_and_controls_together(corpus):
             pc_aug = a["controls"][:, 3:15].numpy().argmax(axis=1)
             sounding = (p["controls"][:, 15].numpy() == 0) & (tp != tk.pad_id)
             agree.append(np.all(pc_aug[sounding] == (pc_plain[sounding] + shift) % 12))
+            # The upcoming pitch class moves too, and the time to it does not.
+            next_plain = p["controls"][:, NEXT_PC].numpy()
+            next_aug = a["controls"][:, NEXT_PC].numpy()
+            pitched = next_plain[:, :12].any(axis=1)
+            agree.append(np.all(next_aug[pitched, :12].argmax(1) == (next_plain[pitched, :12].argmax(1) + shift) % 12))
+            agree.append(np.array_equal(a["controls"][:, UNTIL].numpy(), p["controls"][:, UNTIL].numpy()))
             louder = tk.values[ta[tk.types[ta] == TYPE_INDEX["Velocity"]]] - tk.values[tp[tk.types[tp] == TYPE_INDEX["Velocity"]]]
             if len(louder) and np.all(louder > 0):
-                assert (a["controls"][:, 16] >= p["controls"][:, 16] - 1e-3).all()
+                assert (a["controls"][:, INTENSITY] >= p["controls"][:, INTENSITY] - 1e-3).all()
     assert all(agree) and len(shifts - {0}) >= 2
 
 
@@ -181,8 +201,8 @@ def test_velocity_walk_changes_dynamics_bar_by_bar_and_intensity_with_them(corpu
         levels_seen |= set(loud.values())
         within_crop_changes += len(set(loud.values())) > 1
         # The intensity moves with each bar's level: louder bars got more dB than softer ones.
-        delta = (a["controls"][:, 16] - p["controls"][:, 16]).numpy()
-        sounding = (p["controls"][:, 16].numpy() > 0.05) & (tp != tk.pad_id)
+        delta = (a["controls"][:, INTENSITY] - p["controls"][:, INTENSITY]).numpy()
+        sounding = (p["controls"][:, INTENSITY].numpy() > 0.05) & (tp != tk.pad_id)
         by_level = {}
         for b in bars:
             rows = sounding & (bar == b)

@@ -6,9 +6,12 @@ from cuecraft.controls import features
 from cuecraft.controls.from_midi import estimate_emotion, note_intensity_db
 from cuecraft.models.tokenizer import HARMONY_PROGRAM, MELODY_PROGRAM, TYPE_INDEX, MusicTokenizer
 from cuecraft.training.piece_controls import (beats_to_seconds, control_features, piece_control_values,
-                                              piece_controls)
+                                              piece_controls, token_melody_changes)
 
-MELODY = slice(3, 16)  # features layout: beat 3, melody 13, intensity 1, emotion 2
+MELODY = slice(3, 16)  # features layout: beat 3, melody 43 (its pitch class first), intensity 1, emotion 2
+UNTIL = slice(16, 33)
+NEXT = slice(33, 46)
+INTENSITY = features.CONTROL_SLICES["intensity"].start
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,16 @@ def test_features_layout_and_downbeats(tk):
     assert controls[pos8, :2] == pytest.approx([0.0, -1.0], abs=1e-6)  # beat 2 of 4: half a bar
     assert controls[pos8, MELODY].argmax() == 4
     assert np.all(controls[:, MELODY].sum(axis=1) == 1)
+    # The look-ahead: from E5 at beat 2 the melody next changes to G at beat 4 (bar 2), 8 16ths on.
+    assert controls[pos8, UNTIL].argmax() + 1 == 8 and controls[pos8, NEXT].argmax() == 7
+
+
+def test_melody_changes_read_off_the_tokens_are_the_top_voice(tk):
+    pm = piece()
+    times, pc = token_melody_changes(tk.encode(pm), tokenizer=tk)
+    # C5, E5, G5 (bar 2 of 3/4 starts at beat 4), a rest, A5, then nothing; the held C3 is below.
+    assert times.tolist() == [0, 2, 4, 5, 6, 7]
+    assert pc[[0, 1, 2, 4]].tolist() == [0, 4, 7, 9] and np.isnan(pc[[3, 5]]).all()
 
 
 def test_control_features_handles_meter_changes_and_rests():
@@ -88,7 +101,8 @@ def test_control_features_handles_meter_changes_and_rests():
     assert out[:, 0] == pytest.approx([0.0, 1.0, 0.0, 0.0], abs=1e-6)  # sin: quarter of 4/4, half of 3/4
     assert out[3, 1] == pytest.approx(-1.0)
     assert out[1, MELODY].argmax() == 12 and out[2, MELODY].argmax() == 11
-    assert out[:, 16].tolist() == [1.0, 0.0, -1.0, 0.5]
+    assert out[:, INTENSITY].tolist() == [1.0, 0.0, -1.0, 0.5]
+    assert (out[:, UNTIL].argmax(1) == 16).all()  # no melody changes given: none within 4 beats
 
 
 def test_bad_ids_are_refused(tk):

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cuecraft.controls.features import CONTROL_ORDER, beat_features, sampled_features, stack_features
+from cuecraft.controls.features import (CONTROL_ORDER, beat_features, melody_changes_in_beats, sampled_features,
+                                        stack_features)
+from cuecraft.controls.resample import beat_count
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
+from cuecraft.models.tokenizer import POSITIONS_PER_BEAT
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ class ControlTrack:
         self.first = first_downbeat
         self.presence = np.array([0.0 if getattr(controls, n) is None else 1.0 for n in CONTROL_ORDER],
                                  dtype=np.float32)
+        # The melody's changes on the model's 16th grid, once: every token reads them.
+        self.melody = None if controls.melody is None else \
+            melody_changes_in_beats(controls.melody, beats_at=self.beats, snap=POSITIONS_PER_BEAT)
 
     def seconds(self, beats: np.ndarray) -> np.ndarray:
         """Seconds of musical times (beats from the first downbeat), extrapolated past the grid."""
@@ -102,12 +108,16 @@ class ControlTrack:
         out[after] = self.grid[-1] + (index[after] - k[-1]) * step_last
         return out
 
+    def beats(self, seconds: np.ndarray) -> np.ndarray:
+        """Musical times (beats from the first downbeat) of ``seconds``: the inverse of :meth:`seconds`."""
+        return beat_count(self.controls.beat, np.asarray(seconds, dtype=float)) - self.first
+
     def features(self, beats: np.ndarray, position: np.ndarray, bar_length: np.ndarray) -> np.ndarray:
-        """``[T, 19]`` features of tokens at ``beats`` with their bar position and bar length."""
+        """``[T, 49]`` features of tokens at ``beats`` with their bar position and bar length."""
         seconds = self.seconds(beats)
         feats = {"beat": np.concatenate([beat_features(position[i:i + 1], beats_per_bar=int(bar_length[i]))
                                          for i in range(len(beats))])}
-        feats.update(sampled_features(self.controls, seconds))
+        feats.update(sampled_features(self.controls, seconds, beats_at=self.beats, melody_in_beats=self.melody))
         return stack_features(feats, length=len(beats))[0]
 
 

@@ -5,7 +5,7 @@ A shard is one ``NAME.pair.safetensors`` file per clip holding
 - ``patch`` ``[S, P, Dp]``, ``frame`` ``[S, Df]``, ``context`` ``[S, Dc]``: the visual
   tokens, one per second (``models/visual``);
 - ``codes`` ``[K, S * frame_rate]``: the music's codec tokens (EnCodec at ``frame_rate`` Hz);
-- ``controls`` ``[S * frame_rate, 19]`` and ``presence`` ``[4]``: the controls extracted
+- ``controls`` ``[S * frame_rate, 49]`` and ``presence`` ``[4]``: the controls extracted
   from that music (``controls/from_audio.py``), as features at every codec frame
   (``controls/features.features_at``), the MTCV2M stage-2 recipe;
 

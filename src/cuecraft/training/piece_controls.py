@@ -89,10 +89,40 @@ def piece_control_values(pm, ids, *, tokenizer) -> PieceControls:
                          intensity_db=note_intensity_db(pm, seconds), emotion=estimate_emotion(pm, seconds))
 
 
+def token_melody_changes(ids, *, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`features.melody_changes` of a piece's top voice, read off its tokens: ``(beats,
+    pitch_class)`` where the highest sounding note's pitch class changes (NaN: nothing sounds).
+
+    The same voice as :func:`top_voice` (a note sounds at ``start <= t < end``), in the
+    tokens' musical time, so a crop needs no MIDI to see the melody's next change.
+    """
+    from cuecraft.models.tokenizer import TYPE_INDEX
+
+    ids = np.asarray(ids)
+    beats = tokenizer.timeline(ids)[0]
+    pitch_at = np.flatnonzero(tokenizer.types[ids] == TYPE_INDEX["Pitch"])
+    pitch_at = pitch_at[pitch_at + 2 < len(ids)]  # a note is Pitch Velocity Duration
+    pitch_at = pitch_at[tokenizer.types[ids[pitch_at + 2]] == TYPE_INDEX["Duration"]]
+    start = beats[pitch_at]
+    end = start + tokenizer.values[ids[pitch_at + 2]]
+    pitch = tokenizer.values[ids[pitch_at]]
+    points = np.unique(np.concatenate([start, end]))
+    a, b = np.searchsorted(points, start), np.searchsorted(points, end)
+    top = np.full(len(points), np.nan)
+    for i in np.argsort(pitch, kind="stable"):  # lowest first: higher notes overwrite
+        top[a[i]:b[i]] = pitch[i]
+    return features.melody_changes(points, np.mod(top, 12))
+
+
 def control_features(*, position_in_bar: np.ndarray, beats_per_bar: np.ndarray, pitch_class: np.ndarray,
-                     intensity_db: np.ndarray, emotion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ``[T, 19]`` model features (:func:`features.stack_features`) and ``[4]`` presence
-    of raw per-token controls; every control is present."""
+                     intensity_db: np.ndarray, emotion: np.ndarray, beats: np.ndarray | None = None,
+                     melody_changes: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``[T, 49]`` model features (:func:`features.stack_features`) and ``[4]`` presence
+    of raw per-token controls; every control is present.
+
+    ``beats`` (the tokens' times) and ``melody_changes`` (:func:`token_melody_changes`) give
+    the melody look-ahead; without them it reads "no change within 4 beats".
+    """
     position_in_bar = np.asarray(position_in_bar, dtype=float)
     beats_per_bar = np.asarray(beats_per_bar, dtype=int)
     length = len(position_in_bar)
@@ -101,13 +131,16 @@ def control_features(*, position_in_bar: np.ndarray, beats_per_bar: np.ndarray, 
     for meter in np.unique(beats_per_bar):
         rows = beats_per_bar == meter
         beat[rows] = features.beat_features(position_in_bar[rows], beats_per_bar=int(meter))
-    return features.stack_features({"beat": beat, "melody": features.melody_features(pitch_class),
+    change_times, change_pc = melody_changes if melody_changes is not None else (None, None)
+    melody = features.melody_features(pitch_class, now=beats, change_times=change_times,
+                                      change_pitch_class=change_pc)
+    return features.stack_features({"beat": beat, "melody": melody,
                                     "intensity": features.intensity_features(intensity_db),
                                     "emotion": features.emotion_features(emotion)}, length=length)
 
 
 def piece_controls(pm, ids, *, tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    """``([T, 19] float32 features, [4] presence)`` of a piece at each of its tokens.
+    """``([T, 49] float32 features, [4] presence)`` of a piece at each of its tokens.
 
     See :func:`piece_control_values` for the parameters; ``controls[i]`` describes the music
     at token ``i``'s time.
@@ -115,4 +148,5 @@ def piece_controls(pm, ids, *, tokenizer) -> tuple[np.ndarray, np.ndarray]:
     values = piece_control_values(pm, ids, tokenizer=tokenizer)
     return control_features(position_in_bar=values.position_in_bar, beats_per_bar=values.beats_per_bar,
                             pitch_class=values.pitch_class, intensity_db=values.intensity_db,
-                            emotion=values.emotion)
+                            emotion=values.emotion, beats=tokenizer.timeline(ids)[0],
+                            melody_changes=token_melody_changes(ids, tokenizer=tokenizer))

@@ -23,9 +23,10 @@ class TokenDataset:
     ``[B, ...]``)::
 
         tokens   [T] int64    token ids; PAD (``tokenizer.pad_id``) after a piece's end
-        controls [T, 19] float32  ``features.stack_features`` layout (beat 3, melody 13,
-                              intensity 1, emotion 2); ``controls[i]`` describes the music
-                              at ``tokens[i]``'s time; zeros on PAD
+        controls [T, 49] float32  ``features.stack_features`` layout (beat 3, melody 43 with
+                              its look-ahead over the whole piece, intensity 1, emotion 2);
+                              ``controls[i]`` describes the music at ``tokens[i]``'s time;
+                              zeros on PAD
         presence [4] float32  all ones (every corpus piece has all four controls; the
                               training loop applies attribute dropout)
 
@@ -80,6 +81,7 @@ class TokenDataset:
         self._shift_tables = {s: tk.transpose_table(s) for s in range(transpose[0], transpose[1] + 1)}
         self._velocity_tables = {k: tk.velocity_table(k) for k in range(velocity_shift[0], velocity_shift[1] + 1)}
         self._velocity_stack = np.stack(list(self._velocity_tables.values()))  # [shifts, vocab], lowest first
+        self._melody = {}  # piece -> (token beats, melody changes), computed on first use
 
     def __len__(self) -> int:
         return len(self._piece)
@@ -95,7 +97,7 @@ class TokenDataset:
 
     def sample(self, rng: np.random.Generator, *, batch_size: int) -> dict:
         """``batch_size`` random items (pieces weighted by length) drawn with ``rng`` alone,
-        stacked: ``tokens [B, T]``, ``controls [B, T, 19]``, ``presence [B, 4]``.
+        stacked: ``tokens [B, T]``, ``controls [B, T, 49]``, ``presence [B, 4]``.
 
         For a loop that seeds a generator per step, so a resumed run sees the same batches.
         """
@@ -111,7 +113,7 @@ class TokenDataset:
 
         from cuecraft.training.piece_controls import control_features
 
-        p = self._piece[index]
+        p = int(self._piece[index])
         a, b = (int(x) for x in self._arrays["offsets"][p:p + 2])
         start = a
         if b - a > self.seq_len:
@@ -124,12 +126,16 @@ class TokenDataset:
         pc = self._arrays["pitch_class"][start:stop].astype(float)
         intensity = self._arrays["intensity"][start:stop].astype(float)
         emotion = self._arrays["emotion"][start:stop].astype(float)
+        beats, (change_times, change_pc) = self._piece_melody(p, a, b)
+        shift = 0
         if self.augment:
-            tokens, pc, intensity, emotion = self._augmented(rng, tokens, pc, intensity, emotion)
+            tokens, pc, intensity, emotion, shift = self._augmented(rng, tokens, pc, intensity, emotion)
         _, position, bpb = self.tokenizer.timeline(tokens)
         controls, presence = control_features(position_in_bar=position, beats_per_bar=bpb,
                                               pitch_class=np.where(pc == REST, np.nan, pc),
-                                              intensity_db=intensity, emotion=emotion)
+                                              intensity_db=intensity, emotion=emotion,
+                                              beats=beats[start - a:stop - a],
+                                              melody_changes=(change_times, np.mod(change_pc + shift, 12)))
         pad = self.seq_len - len(tokens)
         tokens = np.concatenate([tokens, np.full(pad, self.tokenizer.pad_id, dtype=np.int64)])
         controls = np.concatenate([controls, np.zeros((pad, controls.shape[1]), np.float32)])
@@ -169,7 +175,17 @@ class TokenDataset:
             # -80 dB means silence: it stays silent whatever the velocities.
             intensity = np.where(intensity <= -80.0, -80.0, np.clip(intensity + delta[level - low], -80.0, 0.0))
             emotion[:, 1] += arousal[level - low]
-        return tokens, pc, intensity, np.clip(emotion, -1.0, 1.0)
+        return tokens, pc, intensity, np.clip(emotion, -1.0, 1.0), shift
+
+    def _piece_melody(self, piece: int, a: int, b: int):
+        """The piece's token times in beats and its top voice's changes, cached per piece."""
+        from cuecraft.training.piece_controls import token_melody_changes
+
+        if piece not in self._melody:
+            ids = self._arrays["tokens"][a:b].astype(np.int64)
+            self._melody[piece] = (self.tokenizer.timeline(ids)[0],
+                                   token_melody_changes(ids, tokenizer=self.tokenizer))
+        return self._melody[piece]
 
     def _walk(self, rng: np.random.Generator, start: int, tokens: np.ndarray) -> np.ndarray:
         """``[T]`` velocity shift per token: ``start``, then at each ``Bar`` a step of one bin up or down

@@ -37,7 +37,34 @@ def _load(path: str):
         raise MediaError(f"checkpoint '{path}': no usable model_config metadata ({exc})") from None
     tokenizer = MusicTokenizer()
     model = build_symbolic_lm(config, vocab_size=tokenizer.vocab_size)
+    _check_control_layout(path, model)
     load_weights(path, model, expect={"tokenizer": tokenizer.fingerprint, "model_config": metadata["model_config"]})
     model.eval()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return model, tokenizer
+
+
+def _check_control_layout(path: str, model) -> None:
+    """Refuse weights trained on another control feature layout, naming both layouts."""
+    from safetensors import safe_open
+
+    from cuecraft.controls.features import CONTROL_ORDER
+
+    if model.guidance is None:
+        return
+    own = model.guidance.project.control_dims
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys = set(f.keys())
+            names = [f"guidance.project.proj.{i}.weight" for i in range(len(own))]
+            if not all(n in keys for n in names):
+                return  # load_weights names the missing tensors
+            theirs = tuple(int(f.get_slice(n).get_shape()[1]) for n in names)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise MediaError(f"checkpoint '{path}': not a readable safetensors file ({exc})") from None
+    if theirs != own:
+        def spell(dims):
+            return ", ".join(f"{n} {d}" for n, d in zip(CONTROL_ORDER, dims))
+
+        raise MediaError(f"checkpoint '{path}': trained on control features ({spell(theirs)}), but this "
+                         f"cuecraft reads ({spell(own)}); use weights from this version or retrain")
