@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cuecraft.controls.features import (CONTROL_DIMS, CONTROL_SLICES, NEXT_PITCH_CLASS, PITCH_CLASS, UNTIL_CHANGE,
-                                        features_at, melody_changes, melody_features)
+                                        features_at, melody_changes, melody_changes_in_beats,
+                                        melody_features)
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
 
@@ -58,3 +59,11 @@ def test_features_at_beyond_the_grid_extrapolates_and_absent_controls_are_zero()
 def test_features_at_rejects_nan_times():
     with pytest.raises(ParameterError, match="times"):
         features_at(controls(), np.array([0.0, np.nan]))
+
+
+def test_melody_changes_snap_to_the_grid_and_the_later_of_two_wins():
+    melody = np.array([[0.0, 0], [0.49, 4], [0.52, 7], [1.13, np.nan]])  # 2 beats a second
+    beats, pc = melody_changes_in_beats(melody, beats_at=lambda s: np.asarray(s) * 2.0, snap=4)
+    assert beats.tolist() == [0.0, 1.0, 2.25] and pc[:2].tolist() == [0, 7] and np.isnan(pc[2])
+    unsnapped, _ = melody_changes_in_beats(melody, beats_at=lambda s: np.asarray(s) * 2.0)
+    assert unsnapped == pytest.approx([0.0, 0.98, 1.04, 2.26])

@@ -1,0 +1,30 @@
+"""The shipped symbolic weights: loadable, and the record of the run that made them."""
+import dataclasses
+import json
+from pathlib import Path
+
+from cuecraft.config import load_config
+from cuecraft.models.backbones.symbolic import SHIPPED, load_symbolic
+from cuecraft.training.checkpoints import read_metadata
+
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "symbolic-small.toml"
+
+
+def test_shipped_weights_are_what_the_shipped_config_trains():
+    config = load_config(CONFIG)
+    metadata = read_metadata(SHIPPED)
+    assert json.loads(metadata["model_config"]) == dataclasses.asdict(config.model)
+    summary = json.loads((SHIPPED.parent / "summary.json").read_text())
+    assert summary["config"] == json.loads(config.to_json())
+    assert summary["corpus_hash"] == metadata["corpus"] and summary["tokenizer"] == metadata["tokenizer"]
+    # The training log ends at the summary's step and validation loss.
+    last = json.loads((SHIPPED.parent / "training-log.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == summary["steps"] == config.train.steps
+    assert abs(last["val_loss"] - summary["val_loss"]) < 1e-3
+    assert SHIPPED.stat().st_size <= 30 * 1024 * 1024
+
+
+def test_shipped_weights_load_with_this_feature_layout():
+    model, tokenizer = load_symbolic()
+    assert model.guidance is not None and not model.training
+    assert model.guidance.project.control_dims == (3, 43, 1, 2)
