@@ -89,17 +89,18 @@ def piece_control_values(pm, ids, *, tokenizer) -> PieceControls:
                          intensity_db=note_intensity_db(pm, seconds), emotion=estimate_emotion(pm, seconds))
 
 
-def token_melody_changes(ids, *, tokenizer) -> tuple[np.ndarray, np.ndarray]:
+def token_melody_changes(ids, *, tokenizer, beats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`features.melody_changes` of a piece's top voice, read off its tokens: ``(beats,
     pitch_class)`` where the highest sounding note's pitch class changes (NaN: nothing sounds).
 
     The same voice as :func:`top_voice` (a note sounds at ``start <= t < end``), in the
-    tokens' musical time, so a crop needs no MIDI to see the melody's next change.
+    tokens' musical time, so a crop needs no MIDI to see the melody's next change. ``beats``:
+    the tokens' times (``tokenizer.timeline(ids)[0]``) when the caller has them already.
     """
     from cuecraft.models.tokenizer import TYPE_INDEX
 
     ids = np.asarray(ids)
-    beats = tokenizer.timeline(ids)[0]
+    beats = tokenizer.timeline(ids)[0] if beats is None else np.asarray(beats, dtype=float)
     pitch_at = np.flatnonzero(tokenizer.types[ids] == TYPE_INDEX["Pitch"])
     pitch_at = pitch_at[pitch_at + 2 < len(ids)]  # a note is Pitch Velocity Duration
     pitch_at = pitch_at[tokenizer.types[ids[pitch_at + 2]] == TYPE_INDEX["Duration"]]
@@ -146,7 +147,8 @@ def piece_controls(pm, ids, *, tokenizer) -> tuple[np.ndarray, np.ndarray]:
     at token ``i``'s time.
     """
     values = piece_control_values(pm, ids, tokenizer=tokenizer)
+    beats = tokenizer.timeline(ids)[0]
     return control_features(position_in_bar=values.position_in_bar, beats_per_bar=values.beats_per_bar,
                             pitch_class=values.pitch_class, intensity_db=values.intensity_db,
-                            emotion=values.emotion, beats=tokenizer.timeline(ids)[0],
-                            melody_changes=token_melody_changes(ids, tokenizer=tokenizer))
+                            emotion=values.emotion, beats=beats,
+                            melody_changes=token_melody_changes(ids, tokenizer=tokenizer, beats=beats))

@@ -183,8 +183,8 @@ class TokenDataset:
 
         if piece not in self._melody:
             ids = self._arrays["tokens"][a:b].astype(np.int64)
-            self._melody[piece] = (self.tokenizer.timeline(ids)[0],
-                                   token_melody_changes(ids, tokenizer=self.tokenizer))
+            beats = self.tokenizer.timeline(ids)[0]
+            self._melody[piece] = (beats, token_melody_changes(ids, tokenizer=self.tokenizer, beats=beats))
         return self._melody[piece]
 
     def _walk(self, rng: np.random.Generator, start: int, tokens: np.ndarray) -> np.ndarray:
