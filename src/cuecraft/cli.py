@@ -82,6 +82,9 @@ def _add_train(sub) -> None:
     p.add_argument("--config", required=True, metavar="FILE.toml", help="a preset such as configs/symbolic-small.toml")
     p.add_argument("--out", metavar="DIR", help="run folder (default: the config's out_dir)")
     p.add_argument("--steps", type=int, metavar="N", help="symbolic only: override the config's number of steps")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="symbolic only: override the config's [train].seed (init, batches, augmentation), "
+                        "e.g. to repeat an ablation with another seed")
     p.add_argument("--stage", type=int, choices=(1, 2), help="codec only: run just this stage (default: both)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -249,8 +252,8 @@ def _train(args: argparse.Namespace, *, progress: bool) -> None:
 
     config = load_config(args.config)
     if isinstance(config, CodecConfig):
-        if args.steps is not None:
-            raise ParameterError("--steps applies to symbolic configs; set [stage1].steps / [stage2].steps")
+        if args.steps is not None or args.seed is not None:
+            raise ParameterError("--steps and --seed apply to symbolic configs; set them in [stage1] / [stage2]")
         from cuecraft.training.codec_run import run_codec_training
 
         stages = (args.stage,) if args.stage else (1, 2)
@@ -262,7 +265,7 @@ def _train(args: argparse.Namespace, *, progress: bool) -> None:
         raise ParameterError("--stage applies to codec configs only")
     from cuecraft.training.run import run_training
 
-    result = run_training(config, out_dir=args.out, steps=args.steps, progress=progress)
+    result = run_training(config, out_dir=args.out, steps=args.steps, seed=args.seed, progress=progress)
     print(result.weights)
 
 

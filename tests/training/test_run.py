@@ -40,3 +40,20 @@ def test_train_cli_rejects_a_bad_config(tmp_path, capsys):
     assert main(["train", "--config", str(bad), "-q"]) == 2
     err = capsys.readouterr().err
     assert "[model].d_model = 'wide'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_cli_seed_override_changes_the_run_and_is_recorded(tmp_path):
+    config = load_config("configs/symbolic-tiny.toml")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, corpus_dir=str(tmp_path / "corpus")))
+    base = run_training(config, out_dir=tmp_path / "a", steps=2, progress=False, log=lambda s: None)
+    other = run_training(config, out_dir=tmp_path / "b", steps=2, seed=7, progress=False, log=lambda s: None)
+    assert json.loads(read_metadata(other.weights)["config"])["train"]["seed"] == 7
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(base.weights)), load_file(str(other.weights))
+    assert any(not bool((a[k] == b[k]).all()) for k in a)  # another seed: other initial weights and batches
+
+
+def test_train_cli_rejects_a_negative_seed(capsys):
+    assert main(["train", "--config", "configs/symbolic-tiny.toml", "--seed", "-1", "-q"]) == 2
+    assert "seed = -1" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from cuecraft.config import Config, load_config
 
 
 def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
-                 steps: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
+                 steps: int | None = None, seed: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
     """Train the model a config describes; returns the loop's :class:`TrainResult`.
 
     The run folder gets ``model.safetensors`` (weights; metadata: config, tokenizer
@@ -34,6 +34,12 @@ def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLi
         raise ParameterError("cuecraft train needs music21 for its corpus: pip install -e '.[train]'") from None
     if steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            from cuecraft.errors import ParameterError
+
+            raise ParameterError(f"seed = {seed!r}: must be an integer >= 0")
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     data = config.data
     manifest = build_corpus(data.corpus_dir, collections=data.collections, limit=data.limit, progress=progress)
     tokenizer = MusicTokenizer()
