@@ -58,6 +58,12 @@ def test_control_track_reads_the_melody_on_the_16th_grid():
     assert (feats[:, 13:30].argmax(1) + 1).tolist() == [1, 3, 1, 8, 1, 17]
     assert feats[:5, 30:].argmax(1).tolist() == [4, 12, 12, 7, 7] and not feats[5, 30:].any()
 
+    # One token's row (kept for the other tokens of its position) is the same as computed alone.
+    for beat in beats:
+        row = track.token_features(float(beat), float(beat % 4), 4)
+        assert np.array_equal(row, track.features(np.array([beat]), np.array([beat % 4]), np.array([4]))[0])
+        assert track.token_features(float(beat), float(beat % 4), 4) is row and not row.flags.writeable
+
 
 def test_music_bars_need_a_downbeat():
     beat = grid(8)

@@ -46,6 +46,24 @@ def test_absent_control_contributes_exact_zeros():
     assert torch.equal(proj(controls, torch.zeros(2, 4)), torch.zeros(2, 5, 32))
 
 
+def test_projections_follow_weights_changed_after_a_decode():
+    # The joined block-diagonal weight is kept between decoding steps; a load must refresh it.
+    proj = ControlProjections(control_dims=tuple(CONTROL_DIMS.values()), d_model=32)
+    controls, presence = torch.randn(1, 2, C), torch.ones(1, 4)
+    other = ControlProjections(control_dims=tuple(CONTROL_DIMS.values()), d_model=32)
+    with torch.no_grad():
+        before = proj(controls, presence)
+        proj.load_state_dict(other.state_dict())
+        after = proj(controls, presence)
+        proj.proj[2].bias.add_(1.0)
+        bumped = proj(controls, presence)
+    assert torch.equal(after, other(controls, presence)) and not torch.equal(before, after)
+    assert torch.allclose(bumped[..., 16:24], after[..., 16:24] + 1) and torch.equal(bumped[..., :16], after[..., :16])
+    out = proj(controls, presence)  # with gradients: through the parameters
+    out.sum().backward()
+    assert all(p.grad is not None for p in proj.parameters())
+
+
 def test_dcf_is_causal():
     guidance = guided().guidance
     controls = torch.randn(1, 20, C)

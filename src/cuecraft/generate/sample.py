@@ -97,6 +97,7 @@ class ControlTrack:
         # The melody's changes on the model's 16th grid, once: every token reads them.
         self.melody = None if controls.melody is None else \
             melody_changes_in_beats(controls.melody, beats_at=self.beats, snap=POSITIONS_PER_BEAT)
+        self._rows: dict[tuple[float, float, int], np.ndarray] = {}
 
     def seconds(self, beats: np.ndarray) -> np.ndarray:
         """Seconds of musical times (beats from the first downbeat), extrapolated past the grid."""
@@ -119,6 +120,15 @@ class ControlTrack:
                                          for i in range(len(beats))])}
         feats.update(sampled_features(self.controls, seconds, beats_at=self.beats, melody_in_beats=self.melody))
         return stack_features(feats, length=len(beats))[0]
+
+    def token_features(self, beat: float, position: float, bar_length: int) -> np.ndarray:
+        """``[49]`` features of one token; the tokens of one position share them, so they are kept."""
+        key = (beat, position, bar_length)
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = self.features(np.array([beat]), np.array([position]), np.array([bar_length]))[0]
+            row.flags.writeable = False
+        return row
 
 
 def _filter(logits: torch.Tensor, allowed: np.ndarray, config: SamplingConfig) -> torch.Tensor:
@@ -189,7 +199,7 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
             position = float(tokenizer.values[token]) / POSITIONS_PER_BEAT
         length = bars[min(max(bar, 0), len(bars) - 1)]
         ids.append(token)
-        feats.append(track.features(np.array([bar_start + position]), np.array([position]), np.array([length]))[0])
+        feats.append(track.token_features(bar_start + position, position, length))
         grammar.update(token)
 
     append(tokenizer.bos_id)

@@ -129,7 +129,9 @@ def mux_music(video_path: str | os.PathLike, music: np.ndarray | str | os.PathLi
             with av.open(str(info.path)) as src, av.open(str(tmp), "w", format=_format_for(out_path)) as dst:
                 vin = src.streams.video[0]
                 vout = dst.add_stream_from_template(vin)
-                aout = dst.add_stream("aac", rate=sr, layout="stereo")
+                # ffmpeg's "fast" AAC coder: half the encode time of "twoloop", and its authors found
+                # it sounds better at high bitrates (ffmpeg commit fcb681ac, 2018) such as our 192k.
+                aout = dst.add_stream("aac", rate=sr, layout="stereo", options={"aac_coder": "fast"})
                 aout.bit_rate = bitrate
                 audio = _AudioWriter(dst, aout, blocks, sr=sr, start=info.start_time)
                 for packet in src.demux(vin):

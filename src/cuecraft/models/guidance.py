@@ -87,11 +87,22 @@ class ControlProjections(nn.Module):
         # (the same sums as one Linear each): fewer ops per decoded token.
         # Absent controls' inputs are zeroed first, so garbage (even NaN) in them cannot leak.
         given = presence.repeat_interleave(self.dims, dim=1)[:, None] > 0  # [B, 1, C]
-        weight = torch.block_diag(*(proj.weight for proj in self.proj))  # [D, C]
-        bias = torch.cat([proj.bias for proj in self.proj])  # [D]
+        weight, bias = self._joined()
         out = F.linear(torch.where(given, controls, 0.0), weight, bias)  # [B, T, D]
         keep = presence.to(out.dtype).repeat_interleave(self.proj[0].out_features, dim=1)  # [B, D]
         return out * keep[:, None]
+
+
+    def _joined(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block-diagonal ``[D, C]`` weight and ``[D]`` bias, rebuilt only when a parameter changed."""
+        params = [p for proj in self.proj for p in (proj.weight, proj.bias)]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if torch.is_grad_enabled() or getattr(self, "_joined_key", None) != key:
+            joined = (torch.block_diag(*(proj.weight for proj in self.proj)), torch.cat([proj.bias for proj in self.proj]))
+            if torch.is_grad_enabled():  # training needs the graph through the parameters
+                return joined
+            self._joined_cache, self._joined_key = joined, key
+        return self._joined_cache
 
 
 class CausalDCFBlock(nn.Module):

@@ -153,10 +153,18 @@ class Block(nn.Module):
 
     def forward(self, x, *, rope=None, memory=None, memory_mask=None, cache: KVCache | None = None,
                 name: str = "") -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), rope=rope, cache=cache, name=name))  # [B, T, D]
+        # Dropout and the MLP's container are skipped as modules when decoding: module calls are
+        # a large share of the cost of one token on a CPU, and the sums are the same.
+        x = self._add(x, self.attn(self.norm1(x), rope=rope, cache=cache, name=name))  # [B, T, D]
         if self.cross is not None and memory is not None:
-            x = x + self.drop(self.cross(self.norm_x(x), memory, mask=memory_mask, cache=cache, name=name))
-        return x + self.drop(self.mlp(self.norm2(x)))
+            x = self._add(x, self.cross(self.norm_x(x), memory, mask=memory_mask, cache=cache, name=name))
+        if self.training:
+            return self._add(x, self.mlp(self.norm2(x)))
+        up, act, down = self.mlp
+        return x + down(F.gelu(up(self.norm2(x)), approximate=act.approximate))
+
+    def _add(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return x + (self.drop(update) if self.training else update)
 
 
 class TokenLM(nn.Module):
@@ -218,6 +226,7 @@ class TokenLM(nn.Module):
         hd = d_model // n_heads
         self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd),
                              persistent=False)
+        self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
         if positions == "sinusoidal":
             self.register_buffer("sin_table", sinusoidal_table(max_positions, d_model), persistent=False)
         self.drop = nn.Dropout(dropout)
@@ -340,16 +349,14 @@ class TokenLM(nn.Module):
         L = x.shape[1]
         rope = None
         if self.positions == "rotary":
-            steps = torch.arange(start, start + L, dtype=torch.float32, device=x.device)
-            angles = steps[:, None] * self.inv_freq[None]  # [L, hd/2]
-            rope = (angles.cos().to(x.dtype), angles.sin().to(x.dtype))
+            rope = self._rotary(start, L, x)
         elif self.positions == "sinusoidal":
             x = x + self.sin_table[start:start + L].to(x.dtype)
         else:
             x = x + self.pos_embed.weight[start:start + L]
         if fused is not None:
             x = self.guidance.embed(x, fused)  # adds the controls in "concat" mode
-        x = self.drop(x)
+        x = self.drop(x) if self.training else x
         masks = self._layer_masks(memory_mask)
         for i, block in enumerate(self.blocks):
             kw = dict(rope=rope, memory=memory, memory_mask=masks[i], cache=cache)
@@ -364,6 +371,21 @@ class TokenLM(nn.Module):
         cache.pos += L
         cache.prefix_len += n_prefix
         return logits, cache
+
+    def _rotary(self, start: int, length: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary ``cos, sin`` ``[length, hd/2]`` of positions ``start ..``, from a table grown on demand.
+
+        The table holds exactly what computing the angles per call gives (the same float ops per
+        position); decoding one token then costs a slice instead of five small ops.
+        """
+        end = start + length
+        table = self._rope_table
+        if table is None or table[0].shape[0] < end or table[0].device != like.device or table[0].dtype != like.dtype:
+            size = max(end, 2 * (0 if table is None else table[0].shape[0]), 1024)
+            steps = torch.arange(size, dtype=torch.float32, device=like.device)
+            angles = steps[:, None] * self.inv_freq[None]  # [size, hd/2]
+            table = self._rope_table = (angles.cos().to(like.dtype), angles.sin().to(like.dtype))
+        return table[0][start:end], table[1][start:end]
 
     def _layer_masks(self, memory_mask) -> list:
         if memory_mask is None or isinstance(memory_mask, torch.Tensor):
