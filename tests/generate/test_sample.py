@@ -128,9 +128,14 @@ def test_melody_on_top_grammar_caps_the_harmony(tokenizer):
     assert strict.mask()[t("Pitch_67")] and not strict.mask()[t("Pitch_68")]
     assert free.mask()[t("Pitch_68")] and strict.mask()[pitches].sum() < free.mask()[pitches].sum()
     for token in (t("Pitch_60"), t("Velocity_79"), t("Duration_1.0.4"), t("Position_8")):
-        strict.update(token)  # beat 2: the melody note has ended, the ceiling is gone
+        strict.update(token)  # beat 2: the melody note has ended; while it rests, its last note caps
     strict.update(t("Program_0"))
-    assert strict.mask()[t("Pitch_80")]
+    assert strict.mask()[t("Pitch_67")] and not strict.mask()[t("Pitch_68")]
+    for token in (t("Pitch_64"), t("Velocity_79"), t("Duration_1.0.4"), t("Position_12"), t("Program_73"),
+                  t("Pitch_72"), t("Velocity_95"), t("Duration_0.2.4"), t("Position_14"), t("Program_0")):
+        assert strict.mask()[token]
+        strict.update(token)  # a new melody note (C5, an eighth) ends before beat 3.5: its pitch caps
+    assert strict.mask()[t("Pitch_72")] and not strict.mask()[t("Pitch_73")]
 
 
 def test_long_piece_continues_window_by_window(model, tokenizer):
@@ -139,6 +144,20 @@ def test_long_piece_continues_window_by_window(model, tokenizer):
     assert tokenizer.is_type["Bar"][ids].sum() == 60
     assert len(ids) > 3 * 96
     assert len(tokenizer.notes(ids)) > 0  # the whole sequence still decodes
+
+
+def test_windows_stop_at_the_trained_length(model, tokenizer, monkeypatch):
+    sizes = []
+    new_cache = model.new_cache
+
+    def recording(batch, max_len):
+        sizes.append(max_len)
+        return new_cache(batch, max_len)
+
+    monkeypatch.setattr(model, "new_cache", recording)
+    monkeypatch.setattr(model, "trained_length", 48)  # below max_len = 96
+    ids, _ = generate_tokens(model, tokenizer, Controls(beat=grid(64)), seed=1)
+    assert len(ids) > 2 * 48 and len(sizes) > 2 and set(sizes) == {48}
 
 
 def test_sampling_config_checks():

@@ -158,7 +158,7 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
     presence = torch.from_numpy(track.presence)[None]  # [1, 4]
     grammar = tokenizer.grammar(melody_on_top=config.harmony)
     generator = torch.Generator().manual_seed(int(seed))
-    max_len = max_len or model.max_positions
+    max_len = max_len or model.trained_length
     is_bar, is_timesig, is_position = tokenizer.is_type["Bar"], tokenizer.is_type["TimeSig"], tokenizer.is_type["Position"]
     timesig_of = {int(v): int(i) for i, v in zip(np.flatnonzero(is_timesig), tokenizer.values[is_timesig])}
     ids: list[int] = []

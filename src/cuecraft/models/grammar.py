@@ -18,8 +18,11 @@ class Grammar:
     start with ``BOS`` (a carried prompt) is followed from its first token.
 
     With ``melody_on_top``, harmony notes also stay at or below every melody note still
-    sounding, so the melody is the top voice, as the melody control defines it. Real pieces
-    sometimes cross (an alto above the soprano), so this is for generation only.
+    sounding, and while the melody rests at or below its last note, so the melody is the top
+    voice, as the melody control defines it (without the rest rule, harmony written while the
+    melody paused could climb unchecked, and in some generated pieces it ran up to the top of
+    the range in dense chords). Real pieces sometimes cross (an alto above the soprano), so
+    this is for generation only.
     """
 
     def __init__(self, tokenizer, *, melody_on_top: bool = False) -> None:
@@ -35,6 +38,7 @@ class Grammar:
         self.bar_start = None    # the bar's first position, counted from the first bar
         self.pitch = -1          # pitch of the note being written
         self.melody: list[tuple[float, int]] = []  # (end position, pitch) of melody notes that may sound
+        self.last_melody = -1    # pitch of the latest melody note (sounding or not); -1 before any
 
     def update(self, token: int) -> None:
         """Advance the state by one token id."""
@@ -58,6 +62,7 @@ class Grammar:
             self.notes += 1
         elif kind == TYPE_INDEX["Duration"] and self.program == MELODY_PROGRAM:
             self.melody.append((self._now() + value * POSITIONS_PER_BEAT, self.pitch))
+            self.last_melody = self.pitch
         self.last = kind
 
     def _new_position(self) -> None:
@@ -70,11 +75,14 @@ class Grammar:
         return (self.bar_start or 0) + max(self.pos, 0)
 
     def _harmony_ceiling(self) -> int:
-        """The highest pitch a harmony note may take now: no higher than any sounding melody note."""
+        """The highest pitch a harmony note may take now: no higher than any sounding melody note,
+        or than the latest melody note while the melody rests."""
         if not self.melody_on_top:
             return PITCH_RANGE[1]
         now = self._now()
         sounding = [pitch for end, pitch in self.melody if end > now]
+        if not sounding and self.last_melody >= 0:
+            sounding = [self.last_melody]
         return min([PITCH_RANGE[1], *sounding])
 
     def mask(self) -> np.ndarray:

@@ -216,6 +216,10 @@ class TokenLM(nn.Module):
         self.vocab_size, self.n_codebooks, self.d_model = vocab_size, n_codebooks, d_model
         self.n_layers, self.n_heads, self.positions = n_layers, n_heads, positions
         self.max_positions, self.cross_attention = max_positions, cross_attention
+        # The longest sequence the weights were trained on; a loader that knows it narrows this.
+        # Decoders restart their window there: rotary positions let the model run longer, but
+        # past its training length it meets distances it never saw and degrades.
+        self.trained_length = max_positions
         self.input_vocab_size = vocab_size if input_vocab_size is None else input_vocab_size
         if self.input_vocab_size < vocab_size:
             raise ParameterError(f"input_vocab_size = {input_vocab_size!r} is below vocab_size = {vocab_size!r}")

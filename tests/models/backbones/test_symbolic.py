@@ -28,3 +28,6 @@ def test_shipped_weights_load_with_this_feature_layout():
     model, tokenizer = load_symbolic()
     assert model.guidance is not None and not model.training
     assert model.guidance.project.control_dims == (3, 43, 1, 2)
+    # Decoding windows stop at the training crops' length, not at the larger max_len.
+    config = load_config(CONFIG)
+    assert model.trained_length == config.data.seq_len < model.max_positions

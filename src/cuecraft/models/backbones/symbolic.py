@@ -40,10 +40,22 @@ def _load(path: str):
     _check_control_layout(path, model)
     load_weights(path, model, expect={"tokenizer": tokenizer.fingerprint, "model_config": metadata["model_config"]})
     model.eval()
+    model.trained_length = min(model.max_positions, _trained_length(path, metadata))
     # Leave a core free. On an idle 2-core machine 2 threads decoded 11% faster than 1 (3.44 vs
     # 3.85 ms a token), but with one other busy process they were 4x slower (14.6 vs 3.6 ms).
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) - 1)))
     return model, tokenizer
+
+
+def _trained_length(path: str, metadata: dict) -> int:
+    """The training crops' length (``[data].seq_len`` of the run's config in the metadata)."""
+    try:
+        length = json.loads(metadata["config"])["data"]["seq_len"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MediaError(f"checkpoint '{path}': no training config (data.seq_len) in its metadata ({exc})") from None
+    if isinstance(length, bool) or not isinstance(length, int) or length < 16:
+        raise MediaError(f"checkpoint '{path}': data.seq_len = {length!r} in its metadata is not a length >= 16")
+    return length
 
 
 def _check_control_layout(path: str, model) -> None:
