@@ -40,15 +40,20 @@ def _load(path: str):
     _check_control_layout(path, model)
     load_weights(path, model, expect={"tokenizer": tokenizer.fingerprint, "model_config": metadata["model_config"]})
     model.eval()
-    model.trained_length = min(model.max_positions, _trained_length(path, metadata))
+    model.trained_length = min(model.max_positions, _trained_length(path, metadata) or model.max_positions)
     # Leave a core free. On an idle 2-core machine 2 threads decoded 11% faster than 1 (3.44 vs
     # 3.85 ms a token), but with one other busy process they were 4x slower (14.6 vs 3.6 ms).
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) - 1)))
     return model, tokenizer
 
 
-def _trained_length(path: str, metadata: dict) -> int:
-    """The training crops' length (``[data].seq_len`` of the run's config in the metadata)."""
+def _trained_length(path: str, metadata: dict) -> int | None:
+    """The training crops' length (``[data].seq_len`` of the run's config in the metadata).
+
+    Weights saved without their run's config (not by ``cuecraft train``) keep their ``max_len``.
+    """
+    if "config" not in metadata:
+        return None
     try:
         length = json.loads(metadata["config"])["data"]["seq_len"]
     except (KeyError, TypeError, ValueError) as exc:
