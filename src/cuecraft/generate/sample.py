@@ -30,7 +30,7 @@ class SamplingConfig:
     top_k: int = 0
     top_p: float = 0.95
     cfg_scale: float = 1.0    # 1 = conditional only (one forward); > 1 adds classifier-free guidance
-    carry: int = 256          # tokens of carried prompt when the context is full
+    carry: int = 256          # tokens of carried prompt when the window is full (at most half the window)
     # Open the piece with a harmony voice under its first melody note. Most of the corpus is
     # melody-only folk song, so unprompted the model seldom harmonises; one forced harmony
     # Program token puts it in its harmonised (chorale) style, and every note is still its own.
@@ -150,6 +150,7 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
     """Token ids of a piece covering every bar of the beat control.
 
     Returns the ids (BOS ... EOS) and the control track used (for mapping beats to seconds).
+    ``max_len``: the decoding window in tokens; by default the length the model was trained on.
     """
     from cuecraft.models.tokenizer import HARMONY_PROGRAM, POSITIONS_PER_BEAT
 
