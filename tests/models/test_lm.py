@@ -88,28 +88,6 @@ def test_rotary_table_equals_angles_computed_per_call_and_grows():
     assert model._rotary(0, 2, x.double())[0].dtype == torch.float64
 
 
-def test_decoding_after_training_mode_matches_a_fresh_eval_forward():
-    # The eval fast path (no dropout modules, MLP called directly) must equal train-mode code with
-    # dropout off, and training must still apply dropout.
-    model = tiny(dropout=0.5)
-    tokens = torch.randint(0, V, (2, 1, 9))
-    with torch.no_grad():
-        evaluated = model(tokens)
-        model.train()
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
-        model.blocks[0].attn.dropout = model.blocks[1].attn.dropout = model.blocks[2].attn.dropout = 0.0
-        trained_no_drop = model(tokens)
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.5
-        torch.manual_seed(3)
-        dropped = model(tokens)
-    torch.testing.assert_close(trained_no_drop, evaluated, atol=1e-6, rtol=0)
-    assert not torch.allclose(dropped, evaluated)
-
-
 def test_incremental_decode_with_memory_per_layer_masks_and_prefix():
     model = tiny(n_codebooks=4, cross_attention=True)
     B, T, S, P = 2, 19, 6, 2
