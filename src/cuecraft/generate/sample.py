@@ -122,7 +122,7 @@ class ControlTrack:
         return stack_features(feats, length=len(beats))[0]
 
     def token_features(self, beat: float, position: float, bar_length: int) -> np.ndarray:
-        """``[49]`` features of one token; the tokens of one position share them, so they are kept."""
+        """One token's feature row (read-only); the tokens of one position share it, so it is kept."""
         key = (beat, position, bar_length)
         row = self._rows.get(key)
         if row is None:

@@ -92,16 +92,17 @@ class ControlProjections(nn.Module):
         keep = presence.to(out.dtype).repeat_interleave(self.proj[0].out_features, dim=1)  # [B, D]
         return out * keep[:, None]
 
-
     def _joined(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The block-diagonal ``[D, C]`` weight and ``[D]`` bias, rebuilt only when a parameter changed."""
-        params = [p for proj in self.proj for p in (proj.weight, proj.bias)]
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        if torch.is_grad_enabled() or getattr(self, "_joined_key", None) != key:
-            joined = (torch.block_diag(*(proj.weight for proj in self.proj)), torch.cat([proj.bias for proj in self.proj]))
-            if torch.is_grad_enabled():  # training needs the graph through the parameters
-                return joined
-            self._joined_cache, self._joined_key = joined, key
+        """The block-diagonal ``[D, C]`` weight and ``[D]`` bias; without gradients (decoding) they are
+        kept and rebuilt only when a parameter changed (a load or an in-place edit bumps its version)."""
+        def build():
+            return torch.block_diag(*(proj.weight for proj in self.proj)), torch.cat([proj.bias for proj in self.proj])
+
+        if torch.is_grad_enabled():  # training needs the graph through the parameters
+            return build()
+        key = tuple((p.data_ptr(), p._version) for proj in self.proj for p in (proj.weight, proj.bias))
+        if getattr(self, "_joined_key", None) != key:
+            self._joined_cache, self._joined_key = build(), key
         return self._joined_cache
 
 

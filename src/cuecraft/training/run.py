@@ -10,7 +10,8 @@ from cuecraft.config import Config, load_config
 
 
 def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
-                 steps: int | None = None, seed: int | None = None, progress: bool = True, log: Callable[[str], None] = print):
+                 steps: int | None = None, seed: int | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print):
     """Train the model a config describes; returns the loop's :class:`TrainResult`.
 
     The run folder gets ``model.safetensors`` (weights; metadata: config, tokenizer
