@@ -16,10 +16,12 @@ def tokenizer():
     return MusicTokenizer()
 
 
-@pytest.fixture(scope="module")
-def model(tokenizer):
+@pytest.fixture(scope="module", params=[False, True], ids=["events", "compound"])
+def model(tokenizer, request):
+    """A random tiny model: one event token per step, or compound steps (a note per step)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=96, guidance_every=2, patch_len=4)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=96, guidance_every=2, patch_len=4,
+                      compound=request.param)
     return build_symbolic_lm(cfg, vocab_size=tokenizer.vocab_size).eval()
 
 
@@ -165,3 +167,32 @@ def test_sampling_config_checks():
         SamplingConfig(temperature=0)
     with pytest.raises(ParameterError, match="top_p"):
         SamplingConfig(top_p=1.5)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.5])
+def test_compound_decoder_feeds_whole_steps_with_their_controls(tokenizer, cfg_scale, monkeypatch):
+    from cuecraft.models.compound import group, step_starts
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=512, guidance_every=2, patch_len=4, compound=True)
+    model = build_symbolic_lm(cfg, vocab_size=tokenizer.vocab_size).eval()
+    fed_tokens, fed_controls = [], []
+    hidden = model.hidden
+
+    def recording(tokens, *, controls, presence, cache):
+        fed_tokens.append(tokens[0].numpy().copy())
+        fed_controls.append(controls[0].numpy().copy())
+        assert tokens.shape[0] == (2 if cfg_scale != 1.0 else 1)
+        return hidden(tokens, controls=controls, presence=presence, cache=cache)
+
+    monkeypatch.setattr(model, "hidden", recording)
+    controls = Controls(beat=grid(24), intensity=[[0, -30.0], [10, -6.0]], melody=[[0, 4], [6, 9]])
+    config = SamplingConfig(cfg_scale=cfg_scale)
+    ids, track = generate_tokens(model, tokenizer, controls, seed=2, config=config)
+    events = ids[:-1]  # the closing EOS is never fed
+    assert np.array_equal(np.concatenate(fed_tokens, axis=1), group(events, tokenizer))
+    beats, position, bar_length = tokenizer.timeline(events)
+    starts = step_starts(events, tokenizer)
+    expected = np.stack([track.token_features(beats[i], position[i], int(bar_length[i])) for i in starts])
+    np.testing.assert_array_equal(np.concatenate(fed_controls), expected)
+    assert np.array_equal(ids, generate_tokens(model, tokenizer, controls, seed=2, config=config)[0])

@@ -76,6 +76,36 @@ def test_incremental_decode_equals_full_forward(positions, n_codebooks):
     torch.testing.assert_close(mixed, full, atol=1e-5, rtol=0)
 
 
+def test_first_conditioned_heads_read_the_first_token():
+    model = tiny(n_codebooks=4, first_conditioned=True)
+    tokens = torch.randint(0, V, (2, 4, 9))
+    first = torch.randint(0, V, (2, 9))
+    with torch.no_grad():
+        plain, conditioned = model(tokens), model(tokens, first=first)
+        torch.nn.init.zeros_(model.first_embed.weight)
+        zeroed = model(tokens, first=first)
+        x = model.hidden(tokens)
+    torch.testing.assert_close(conditioned[:, 0], plain[:, 0], atol=0, rtol=0)  # the first head never reads it
+    assert not torch.allclose(conditioned[:, 1:], plain[:, 1:])
+    torch.testing.assert_close(zeroed, plain, atol=0, rtol=0)  # only through its embedding
+    torch.testing.assert_close(model.read_heads(x, heads=[2, 0]), plain[:, [2, 0]], atol=0, rtol=0)
+    # Learned: a one-step task where slot 1 must copy the first token cannot be solved without it.
+    torch.manual_seed(1)
+    model = tiny(n_codebooks=2, first_conditioned=True).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        target = torch.randint(0, V, (8, 2, 6))
+        target[:, 1] = target[:, 0]
+        start = torch.zeros(8, 2, 1, dtype=torch.long)
+        inputs = torch.cat([start, target[..., :-1]], dim=2)
+        logits = model(inputs, first=target[:, 0])
+        loss = F.cross_entropy(logits[:, 1].reshape(-1, V), target[:, 1].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1  # chance is log(24) = 3.2
+
+
 def test_rotary_table_equals_angles_computed_per_call_and_grows():
     model = tiny()
     x = torch.zeros(1, 3, 32)
@@ -133,6 +163,7 @@ def test_small_config_fits_30_mb():
     (dict(dropout=1.5), "1.5"),
     (dict(vocab_size=True), "True"),
     (dict(input_vocab_size=3), "input_vocab_size = 3"),
+    (dict(first_conditioned=True), "needs n_codebooks > 1"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ParameterError, match=match):
@@ -149,6 +180,9 @@ def test_bad_call_arguments():
         model(torch.zeros(1, 1, 3))
     with pytest.raises(ParameterError, match="cross_attention=False"):
         model(torch.zeros(1, 1, 3, dtype=torch.long), memory=torch.zeros(1, 2, 32))
+    with pytest.raises(ParameterError, match=r"first must be \[1, 3\], got \(1, 2\)"):
+        tiny(n_codebooks=2, first_conditioned=True)(torch.zeros(1, 2, 3, dtype=torch.long),
+                                                    first=torch.zeros(1, 2, dtype=torch.long))
     with pytest.raises(ParameterError, match="without guidance"):
         model(torch.zeros(1, 1, 3, dtype=torch.long), controls=torch.zeros(1, 3, 19))
     cache = model.new_cache(1, 4)

@@ -144,6 +144,29 @@ def test_dataset_items(corpus):
     assert controls[:, LOOK_AHEAD][:, :16].any()  # some changes within 4 beats
 
 
+def test_compound_items_are_the_event_items_in_steps(corpus):
+    from cuecraft.models.compound import SLOTS, flatten, group, step_starts
+
+    tk = default_tokenizer()
+    arrays, _ = shard_arrays(corpus)
+    n = int(arrays["train"]["offsets"][1])
+    events = TokenDataset(corpus.root, split="train", seq_len=n, augment=False)[0]
+    steps = len(step_starts(events["tokens"].numpy(), tk))
+    whole = TokenDataset(corpus.root, split="train", seq_len=steps + 3, augment=False, compound=True)[0]
+    assert whole["tokens"].shape == (SLOTS, steps + 3) and whole["controls"].shape == (steps + 3, N_FEATURES)
+    assert np.array_equal(whole["tokens"][:, :steps].numpy(), group(events["tokens"].numpy(), tk))
+    assert (whole["tokens"][:, steps:] == tk.pad_id).all() and (whole["controls"][steps:] == 0).all()
+    starts = step_starts(events["tokens"].numpy(), tk)
+    assert np.array_equal(whole["controls"][:steps].numpy(), events["controls"][starts].numpy())
+    # A crop of 16 steps is cut from 64 event tokens (a step holds at most 4), then trimmed.
+    ds = TokenDataset(corpus.root, split="train", seq_len=16, compound=True)
+    batch = ds.sample(np.random.default_rng(2), batch_size=4)
+    assert batch["tokens"].shape == (4, SLOTS, 16) and batch["controls"].shape == (4, 16, N_FEATURES)
+    for row in batch["tokens"].numpy():
+        flat = flatten(row, tk)
+        assert tk.types[flat[0]] in (TYPE_INDEX["BOS"], TYPE_INDEX["Bar"]) and len(flat) > 16
+
+
 def test_augmentation_moves_pitches_and_controls_together(corpus):
     tk = default_tokenizer()
     plain = TokenDataset(corpus.root, split="train", seq_len=256, augment=False, seed=3)

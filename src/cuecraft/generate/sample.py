@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cuecraft.controls.features import (CONTROL_ORDER, beat_features, melody_changes_in_beats, sampled_features,
-                                        stack_features)
-from cuecraft.controls.resample import beat_count
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
-from cuecraft.models.tokenizer import POSITIONS_PER_BEAT
+from cuecraft.generate.piece import ControlTrack, PieceState, music_bars
+
+__all__ = ["ControlTrack", "SamplingConfig", "generate_tokens", "music_bars", "tokens_to_midi"]
 
 
 @dataclass(frozen=True)
@@ -46,91 +45,6 @@ class SamplingConfig:
             raise ParameterError(f"top_k = {self.top_k!r} must be >= 0 and carry = {self.carry!r} >= 16")
 
 
-def music_bars(beat: np.ndarray, *, meters: tuple[int, ...] = (2, 3, 4)) -> tuple[int, list[int]]:
-    """The grid index of the first downbeat and the bar lengths (in beats) from there on.
-
-    Bars between the video's downbeats that no meter spells are split (e.g. 5 -> 3 + 2,
-    6 -> 4 + 2) or, for a single beat, merged into the bar before, so the total number of
-    beats and every downbeat of a spelled bar are kept.
-    """
-    downbeats = np.flatnonzero(beat[:, 1] == 0)
-    if len(downbeats) == 0:
-        raise ParameterError("the beat control has no downbeat (position 0)")
-    first = int(downbeats[0])
-    ends = np.append(downbeats[1:], len(beat))
-    lengths: list[int] = []
-    for start, end in zip(downbeats, ends):
-        lengths.extend(_spell(int(end - start), meters))
-    while 1 in lengths:  # a lone beat joins its neighbour, and the pair is spelled again
-        i = lengths.index(1)
-        j = i - 1 if i > 0 else i + 1
-        if j >= len(lengths):
-            lengths = [max(meters)] if len(lengths) == 1 else lengths[:i]
-            break
-        joined = lengths[min(i, j)] + lengths[max(i, j)]
-        lengths[min(i, j):max(i, j) + 1] = _spell(joined, meters)
-    return first, lengths
-
-
-def _spell(n: int, meters: tuple[int, ...]) -> list[int]:
-    if n in meters or n == 1:
-        return [n]
-    big = max(meters)
-    out = []
-    while n > big + 1:
-        out.append(big)
-        n -= big
-    return out + ([n] if n in meters else [n - min(meters), min(meters)])
-
-
-class ControlTrack:
-    """The controls at any musical time of the piece, as the model's feature vector."""
-
-    def __init__(self, controls: Controls, *, first_downbeat: int) -> None:
-        if controls.beat is None:
-            raise ParameterError("generation needs a beat control (the time base)")
-        self.controls = controls
-        self.grid = controls.beat[:, 0]
-        self.first = first_downbeat
-        self.presence = np.array([0.0 if getattr(controls, n) is None else 1.0 for n in CONTROL_ORDER],
-                                 dtype=np.float32)
-        # The melody's changes on the model's 16th grid, once: every token reads them.
-        self.melody = None if controls.melody is None else \
-            melody_changes_in_beats(controls.melody, beats_at=self.beats, snap=POSITIONS_PER_BEAT)
-        self._rows: dict[tuple[float, float, int], np.ndarray] = {}
-
-    def seconds(self, beats: np.ndarray) -> np.ndarray:
-        """Seconds of musical times (beats from the first downbeat), extrapolated past the grid."""
-        index = np.asarray(beats, dtype=float) + self.first
-        k = np.arange(len(self.grid), dtype=float)
-        out = np.interp(index, k, self.grid)
-        step_last = self.grid[-1] - self.grid[-2] if len(self.grid) > 1 else 0.5
-        after = index > k[-1]
-        out[after] = self.grid[-1] + (index[after] - k[-1]) * step_last
-        return out
-
-    def beats(self, seconds: np.ndarray) -> np.ndarray:
-        """Musical times (beats from the first downbeat) of ``seconds``: the inverse of :meth:`seconds`."""
-        return beat_count(self.controls.beat, np.asarray(seconds, dtype=float)) - self.first
-
-    def features(self, beats: np.ndarray, position: np.ndarray, bar_length: np.ndarray) -> np.ndarray:
-        """``[T, 49]`` features of tokens at ``beats`` with their bar position and bar length."""
-        seconds = self.seconds(beats)
-        feats = {"beat": np.concatenate([beat_features(position[i:i + 1], beats_per_bar=int(bar_length[i]))
-                                         for i in range(len(beats))])}
-        feats.update(sampled_features(self.controls, seconds, beats_at=self.beats, melody_in_beats=self.melody))
-        return stack_features(feats, length=len(beats))[0]
-
-    def token_features(self, beat: float, position: float, bar_length: int) -> np.ndarray:
-        """One token's feature row (read-only); the tokens of one position share it, so it is kept."""
-        key = (beat, position, bar_length)
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = self.features(np.array([beat]), np.array([position]), np.array([bar_length]))[0]
-            row.flags.writeable = False
-        return row
-
-
 def _filter(logits: torch.Tensor, allowed: np.ndarray, config: SamplingConfig) -> torch.Tensor:
     logits = logits / config.temperature
     logits = logits.masked_fill(~torch.from_numpy(allowed), float("-inf"))
@@ -149,85 +63,121 @@ def generate_tokens(model, tokenizer, controls: Controls, *, seed: int, config: 
                     max_len: int | None = None, progress=None) -> tuple[np.ndarray, ControlTrack]:
     """Token ids of a piece covering every bar of the beat control.
 
-    Returns the ids (BOS ... EOS) and the control track used (for mapping beats to seconds).
-    ``max_len``: the decoding window in tokens; by default the length the model was trained on.
+    Returns the event token ids (BOS ... EOS) and the control track used (for mapping beats
+    to seconds), for one-stream and compound models (``models/compound.py``) alike.
+    ``max_len``: the decoding window in model steps; by default the length the model was trained on.
     """
-    from cuecraft.models.tokenizer import HARMONY_PROGRAM, POSITIONS_PER_BEAT
-
-    first, bars = music_bars(controls.beat)
-    track = ControlTrack(controls, first_downbeat=first)
-    presence = torch.from_numpy(track.presence)[None]  # [1, 4]
-    grammar = tokenizer.grammar(melody_on_top=config.harmony)
+    piece = PieceState(tokenizer, controls, harmony=config.harmony)
+    decoder = _Decoder(model, piece.track.presence, config, max_len or model.trained_length)
     generator = torch.Generator().manual_seed(int(seed))
-    max_len = max_len or model.trained_length
-    is_bar, is_timesig, is_position = tokenizer.is_type["Bar"], tokenizer.is_type["TimeSig"], tokenizer.is_type["Position"]
-    timesig_of = {int(v): int(i) for i, v in zip(np.flatnonzero(is_timesig), tokenizer.values[is_timesig])}
-    ids: list[int] = []
-    feats: list[np.ndarray] = []
-    bar, bar_start, position = -1, 0.0, 0.0
-    is_duration = tokenizer.is_type["Duration"]
-    harmony_program = tokenizer.tokens.index(f"Program_{HARMONY_PROGRAM}")
-    harmonised = False
-    state = {"cache": None}
 
-    def feed(new_ids: list[int], new_feats: list[np.ndarray]) -> torch.Tensor:
-        tokens = torch.tensor(new_ids, dtype=torch.long)[None, None]  # [1, 1, T]
-        ctrl = torch.from_numpy(np.stack(new_feats))[None]  # [1, T, C]
-        if config.cfg_scale != 1.0:
-            from cuecraft.models.guidance import cfg_logits
+    def draw(logits: torch.Tensor, allowed: np.ndarray) -> int:
+        return int(torch.multinomial(torch.softmax(_filter(logits, allowed, config), -1), 1, generator=generator))
 
-            logits, _ = cfg_logits(model, tokens, controls=ctrl, presence=presence, scale=config.cfg_scale,
-                                   cache=state["cache"])
-        else:
-            logits = model.step(tokens, ctrl, presence, cache=state["cache"])
-        return logits[0, 0, -1]  # [V]
+    write = _write_compound if model.n_codebooks > 1 else _write_events
+    write(decoder, piece, draw, progress)
+    return np.asarray(piece.ids, dtype=np.int64), piece.track
 
-    def restart() -> torch.Tensor:
-        # Carry the last bars: start the prompt at a Bar token so the grammar state is clean.
-        start = max(0, len(ids) - min(config.carry, max_len // 2))
-        bars_at = [i for i in range(start, len(ids)) if is_bar[ids[i]]]
-        start = bars_at[0] if bars_at else start
-        state["cache"] = model.new_cache(2 if config.cfg_scale != 1.0 else 1, max_len)
-        return feed(ids[start:], feats[start:])
 
-    def append(token: int) -> None:
-        nonlocal bar, bar_start, position
-        if is_bar[token]:
-            bar += 1
-            bar_start = float(sum(bars[:bar]))
-            position = 0.0
-        elif is_position[token]:
-            position = float(tokenizer.values[token]) / POSITIONS_PER_BEAT
-        length = bars[min(max(bar, 0), len(bars) - 1)]
-        ids.append(token)
-        feats.append(track.token_features(bar_start + position, position, length))
-        grammar.update(token)
+class _Decoder:
+    """The model behind a KV cache: feeds steps, restarts windows, returns (guided) logits."""
 
-    append(tokenizer.bos_id)
-    state["cache"] = model.new_cache(2 if config.cfg_scale != 1.0 else 1, max_len)
-    logits = feed(ids, feats)
+    def __init__(self, model, presence: np.ndarray, config: SamplingConfig, max_len: int) -> None:
+        self.model, self.config, self.max_len = model, config, max_len
+        self.guided = config.cfg_scale != 1.0
+        presence = torch.from_numpy(presence)[None]  # [1, 4]
+        # CFG: one batch of two rows, conditional and with every control absent.
+        self.presence = torch.cat([presence, torch.zeros_like(presence)]) if self.guided else presence
+        self.cache = None
+        self.hidden = None  # [B, D] at the last step fed
+
+    def start(self, steps: np.ndarray, feats: list[np.ndarray]) -> None:
+        """A new window (a fresh cache) holding ``steps`` ``[K, T]``."""
+        self.cache = self.model.new_cache(self.presence.shape[0], self.max_len)
+        self.feed(steps, feats)
+
+    def feed(self, steps: np.ndarray, feats: list[np.ndarray]) -> None:
+        tokens = torch.from_numpy(np.asarray(steps, dtype=np.int64))[None]  # [1, K, T]
+        ctrl = torch.from_numpy(np.stack(feats))[None]  # [1, T, C]
+        if self.guided:
+            tokens, ctrl = torch.cat([tokens, tokens]), torch.cat([ctrl, ctrl])
+        self.hidden = self.model.hidden(tokens, controls=ctrl, presence=self.presence, cache=self.cache)[:, -1]
+
+    @property
+    def full(self) -> bool:
+        return self.cache.pos + 1 >= self.max_len
+
+    def logits(self, heads, first: int | None = None) -> torch.Tensor:
+        """``[len(heads), V]`` logits at the next step (classifier-free guided if asked)."""
+        x = self.hidden[:, None]  # [B, 1, D]
+        first_ids = None if first is None else torch.full((x.shape[0], 1), first, dtype=torch.long)
+        out = self.model.read_heads(x, first=first_ids, heads=heads)[:, :, 0]  # [B, h, V]
+        if not self.guided:
+            return out[0]
+        cond, uncond = out[0], out[1]
+        return uncond + self.config.cfg_scale * (cond - uncond)
+
+    def carried(self, n_steps: int, is_bar_step) -> int:
+        """Where a carried prompt starts: about the last ``carry`` steps (at most half the window),
+        moved forward to a bar so the grammar state is clean."""
+        start = max(0, n_steps - min(self.config.carry, self.max_len // 2))
+        bars_at = [i for i in range(start, n_steps) if is_bar_step(i)]
+        return bars_at[0] if bars_at else start
+
+
+def _write_events(decoder: _Decoder, piece: PieceState, draw, progress) -> None:
+    """One event token per model step."""
+    is_bar = piece.tokenizer.is_type["Bar"]
+    decoder.start(np.asarray([piece.ids]), piece.feats)
     while True:
-        allowed = grammar.mask()
-        if is_bar[ids[-1]]:
-            allowed = np.zeros_like(allowed)
-            allowed[timesig_of[bars[bar]]] = True  # the video's bar length
-        allowed[tokenizer.eos_id] &= bar >= len(bars) - 1
-        if config.harmony and not harmonised and is_duration[ids[-1]] and allowed[harmony_program]:
-            allowed = np.zeros_like(allowed)
-            allowed[harmony_program] = True
-            harmonised = True
-        token = int(torch.multinomial(torch.softmax(_filter(logits, allowed, config), -1), 1, generator=generator))
-        if token == tokenizer.eos_id or (is_bar[token] and bar + 1 >= len(bars)):
-            ids.append(tokenizer.eos_id)
-            break
-        append(token)
+        token = draw(decoder.logits([0])[0], piece.allowed())
+        if piece.ends_with(token):
+            piece.ids.append(piece.tokenizer.eos_id)
+            return
+        piece.append(token)
         if progress is not None and is_bar[token]:
-            progress(bar + 1, len(bars))
-        if state["cache"].pos + 1 >= max_len:
-            logits = restart()
+            progress(piece.bar + 1, len(piece.bars))
+        if decoder.full:
+            start = decoder.carried(len(piece.ids), lambda i: is_bar[piece.ids[i]])
+            decoder.start(np.asarray([piece.ids[start:]]), piece.feats[start:])
         else:
-            logits = feed([token], [feats[-1]])
-    return np.asarray(ids, dtype=np.int64), track
+            decoder.feed(np.asarray([[token]]), [piece.feats[-1]])
+
+
+def _write_compound(decoder: _Decoder, piece: PieceState, draw, progress) -> None:
+    """One compound step per model step: the first slot from the first head, then the step's other
+    tokens (while the grammar allows no token that opens a step) from the heads that read it."""
+    from cuecraft.models.compound import SLOTS, opens_step
+
+    tk = piece.tokenizer
+    opener = opens_step(tk)
+    steps = [[tk.bos_id] + [tk.pad_id] * (SLOTS - 1)]
+    step_feats = [piece.feats[0]]
+    decoder.start(np.asarray(steps).T, step_feats)
+    while True:
+        token = draw(decoder.logits([0])[0], piece.allowed())
+        if piece.ends_with(token):
+            piece.ids.append(tk.eos_id)
+            return
+        piece.append(token)
+        step, feats, rest = [token], piece.feats[-1], None
+        while len(step) < SLOTS:
+            allowed = piece.allowed()
+            if (allowed & opener).any():
+                break
+            if rest is None:
+                rest = decoder.logits(range(1, SLOTS), first=token)  # [SLOTS - 1, V]
+            step.append(draw(rest[len(step) - 1], allowed))
+            piece.append(step[-1])
+        steps.append(step + [tk.pad_id] * (SLOTS - len(step)))
+        step_feats.append(feats)
+        if progress is not None and tk.is_type["Bar"][token]:
+            progress(piece.bar + 1, len(piece.bars))
+        if decoder.full:
+            start = decoder.carried(len(steps), lambda i: tk.is_type["Bar"][steps[i][0]])
+            decoder.start(np.asarray(steps[start:]).T, step_feats[start:])
+        else:
+            decoder.feed(np.asarray(steps[-1:]).T, [feats])
 
 
 def tokens_to_midi(tokenizer, ids: np.ndarray, track: ControlTrack, *, melody_program: int,

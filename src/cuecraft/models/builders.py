@@ -9,7 +9,9 @@ from cuecraft.config import ModelConfig, TrainConfig
 
 
 def build_symbolic_lm(config: ModelConfig, *, vocab_size: int) -> torch.nn.Module:
-    """The symbolic backbone: a one-stream :class:`TokenLM` with control guidance."""
+    """The symbolic backbone: a :class:`TokenLM` with control guidance, over event tokens (one
+    stream) or, with ``compound``, over steps of up to four event tokens (one head per slot)."""
+    from cuecraft.models.compound import SLOTS
     from cuecraft.models.guidance import ControlGuidance
     from cuecraft.models.lm import TokenLM
 
@@ -17,8 +19,9 @@ def build_symbolic_lm(config: ModelConfig, *, vocab_size: int) -> torch.nn.Modul
                                guidance_every=config.guidance_every, p_global=config.p_drop_global,
                                p_each=config.p_drop_control)
     return TokenLM(vocab_size=vocab_size, d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads,
-                   n_codebooks=1, mlp_ratio=float(config.mlp_ratio), dropout=config.dropout, positions="rotary",
-                   max_positions=config.max_len, guidance=guidance)
+                   n_codebooks=SLOTS if config.compound else 1, mlp_ratio=float(config.mlp_ratio),
+                   dropout=config.dropout, positions="rotary", max_positions=config.max_len, guidance=guidance,
+                   first_conditioned=config.compound)
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:

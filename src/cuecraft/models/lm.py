@@ -59,12 +59,18 @@ class TokenLM(nn.Module):
         Input embedding rows if not ``vocab_size`` (MusicGen embeds an extra start token).
     guidance : ControlGuidance or None
         Control guidance (``models/guidance.py``); it is attached to this model.
+    first_conditioned : bool
+        Heads after the first also read the embedding of the step's codebook-0 token (given
+        as ``first``), as the Compound Word Transformer's heads read the sampled token type:
+        with one step per note, the pitch head then knows whether the step is a melody note,
+        a harmony note or no note. Needs ``n_codebooks > 1``.
     """
 
     def __init__(self, *, vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_codebooks: int = 1,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, positions: str = "rotary",
                  max_positions: int = 4096, bias: bool = False, cross_attention: bool = False,
-                 input_vocab_size: int | None = None, guidance: nn.Module | None = None):
+                 input_vocab_size: int | None = None, guidance: nn.Module | None = None,
+                 first_conditioned: bool = False):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("n_layers", n_layers),
                             ("n_heads", n_heads), ("n_codebooks", n_codebooks), ("max_positions", max_positions)):
@@ -78,6 +84,8 @@ class TokenLM(nn.Module):
             raise ParameterError(f"dropout must be in [0, 1), got {dropout!r}")
         if not mlp_ratio > 0:
             raise ParameterError(f"mlp_ratio must be > 0, got {mlp_ratio!r}")
+        if first_conditioned and n_codebooks < 2:
+            raise ParameterError("first_conditioned needs n_codebooks > 1")
         self.vocab_size, self.n_codebooks, self.d_model = vocab_size, n_codebooks, d_model
         self.n_layers, self.n_heads, self.positions = n_layers, n_heads, positions
         self.max_positions, self.cross_attention = max_positions, cross_attention
@@ -102,6 +110,7 @@ class TokenLM(nn.Module):
         self.blocks = nn.ModuleList(Block(**self.block_kwargs) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.heads = nn.ModuleList(nn.Linear(d_model, vocab_size, bias=False) for _ in range(n_codebooks))
+        self.first_embed = nn.Embedding(vocab_size, d_model) if first_conditioned else None
         self.apply(self.init_weights)
         self.guidance = guidance
         if guidance is not None:
@@ -168,7 +177,8 @@ class TokenLM(nn.Module):
     def forward(self, tokens: torch.Tensor, *, controls: torch.Tensor | None = None,
                 presence: torch.Tensor | None = None, memory: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
-                prefix: torch.Tensor | None = None, cache: KVCache | None = None):
+                prefix: torch.Tensor | None = None, cache: KVCache | None = None,
+                first: torch.Tensor | None = None):
         """Next-token logits for every step.
 
         Parameters
@@ -189,11 +199,25 @@ class TokenLM(nn.Module):
             Embeddings placed before the tokens (first call only); no logits are returned for them.
         cache : KVCache or None
             From :meth:`new_cache`; filled in place.
+        first : LongTensor ``[B, T]`` or None
+            With ``first_conditioned``: the codebook-0 token of each *next* step (the target
+            in training), read by the other heads; None reads them unconditioned.
 
         Returns
         -------
         logits : Tensor ``[B, K, T, V]``, or ``(logits, cache)`` when a cache is given.
         """
+        x = self.hidden(tokens, controls=controls, presence=presence, memory=memory, memory_mask=memory_mask,
+                        prefix=prefix, cache=cache)
+        logits = self.read_heads(x, first=first)
+        return logits if cache is None else (logits, cache)
+
+    def hidden(self, tokens: torch.Tensor, *, controls: torch.Tensor | None = None,
+               presence: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+               memory_mask: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+               prefix: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final normed hidden states ``[B, T, D]`` the heads read (arguments as :meth:`forward`);
+        a cache is filled and advanced."""
         self._check(tokens, controls, memory, prefix, cache)
         B, K, T = tokens.shape
         start = cache.pos if cache is not None else 0
@@ -234,12 +258,25 @@ class TokenLM(nn.Module):
                 h = self.guidance.residual(i, x, h, fused, **kw)  # CGD layer attached at i (if any)
             x = h
         x = self.norm(x[:, n_prefix:])  # [B, T, D]
-        logits = torch.stack([head(x) for head in self.heads], dim=1)  # [B, K, T, V]
-        if cache is None:
-            return logits
-        cache.pos += L
-        cache.prefix_len += n_prefix
-        return logits, cache
+        if cache is not None:
+            cache.pos += L
+            cache.prefix_len += n_prefix
+        return x
+
+    def read_heads(self, x: torch.Tensor, *, first: torch.Tensor | None = None,
+                   heads: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits ``[B, len(heads), T, V]`` of ``heads`` (default all) from hidden states ``x`` ``[B, T, D]``.
+
+        Heads after the first add the embedding of ``first`` ``[B, T]`` when the model is
+        ``first_conditioned`` and it is given.
+        """
+        heads = range(self.n_codebooks) if heads is None else heads
+        conditioned = x
+        if first is not None and self.first_embed is not None:
+            if first.shape != x.shape[:2]:
+                raise ParameterError(f"first must be [{x.shape[0]}, {x.shape[1]}], got {tuple(first.shape)}")
+            conditioned = x + self.first_embed(first)
+        return torch.stack([self.heads[k](x if k == 0 else conditioned) for k in heads], dim=1)
 
     def _rotary(self, start: int, length: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotary ``cos, sin`` ``[length, hd/2]`` of positions ``start ..``, from a table grown on demand.

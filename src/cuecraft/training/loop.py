@@ -17,11 +17,20 @@ __all__ = ["lm_loss", "train", "latest_checkpoint", "save_checkpoint", "TrainRes
 
 
 def lm_loss(model: torch.nn.Module, batch: Batch, *, ignore_index: int = -100) -> torch.Tensor:
-    """Next-token cross-entropy (padding ignored); the controls at step i describe the music at token i."""
-    tokens = batch["tokens"]  # [B, T]
-    logits = model(tokens[:, None, :-1], controls=batch["controls"][:, :-1], presence=batch["presence"])
-    logits = logits[:, 0]  # [B, T-1, V]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=ignore_index)
+    """Next-step cross-entropy per token (padding ignored); the controls at step i describe the music at step i.
+
+    ``tokens`` is ``[B, T]`` (event tokens) or ``[B, K, T]`` (compound steps, ``models/compound.py``).
+    For compound steps the mean runs over every non-padding token of every slot, so the loss is
+    the same per-event-token figure as the one-stream model's; slots after the first are read
+    with the step's true first token (teacher forcing of ``first``).
+    """
+    tokens = batch["tokens"]
+    if tokens.dim() == 2:
+        tokens = tokens[:, None]  # [B, 1, T]
+    first = tokens[:, 0, 1:] if tokens.shape[1] > 1 else None
+    logits = model(tokens[..., :-1], controls=batch["controls"][:, :-1], presence=batch["presence"],
+                   first=first)  # [B, K, T-1, V]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[..., 1:].reshape(-1), ignore_index=ignore_index)
 
 
 def model_config_json(config) -> str:

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from cuecraft.errors import ParameterError
+from cuecraft.models.compound import SLOTS, group, step_starts
 from cuecraft.models.tokenizer import TYPE_INDEX
 from cuecraft.training.piece_controls import REST
 
@@ -30,6 +31,10 @@ class TokenDataset:
         presence [4] float32  all ones (every corpus piece has all four controls; the
                               training loop applies attribute dropout)
 
+    With ``compound``, ``tokens`` is ``[4, T]``: ``T`` steps of up to four event tokens
+    (``models/compound.py``), cut from an event-token crop four times as long, and
+    ``controls[i]`` are those of step i's first token.
+
     A crop of ``T = seq_len`` starts at the piece's BOS or at a ``Bar`` token (so its bar
     positions are known), chosen with a generator seeded by ``(seed, epoch, index)``:
     the same item is the same crop until :meth:`set_epoch` changes the epoch. A piece
@@ -49,7 +54,7 @@ class TokenDataset:
     def __init__(self, root: str | os.PathLike, *, split: str = "train", seq_len: int = 512, seed: int = 0,
                  augment: bool | None = None, transpose: tuple[int, int] = TRANSPOSE,
                  velocity_shift: tuple[int, int] = VELOCITY_SHIFT, velocity_walk: float = 0.0,
-                 tokenizer=None) -> None:
+                 compound: bool = False, tokenizer=None) -> None:
         from cuecraft.errors import MediaError
         from cuecraft.training.corpus import ARRAYS, default_tokenizer, load_manifest
 
@@ -73,8 +78,11 @@ class TokenDataset:
         self.augment = split == "train" if augment is None else bool(augment)
         self.transpose, self.velocity_shift = tuple(transpose), tuple(velocity_shift)
         self.velocity_walk = float(velocity_walk)
+        self.compound = bool(compound)
+        # Event tokens per crop: a step holds at most SLOTS of them, so a crop this long fills seq_len steps.
+        self._crop_len = seq_len * (SLOTS if self.compound else 1)
         offsets = self._arrays["offsets"]
-        crops = np.maximum(1, -(-np.diff(offsets) // seq_len))
+        crops = np.maximum(1, -(-np.diff(offsets) // self._crop_len))
         self._piece = np.repeat(np.arange(len(offsets) - 1), crops)
         tk = self.tokenizer
         self._bars = np.flatnonzero(tk.types[self._arrays["tokens"]] == TYPE_INDEX["Bar"])
@@ -116,12 +124,12 @@ class TokenDataset:
         p = int(self._piece[index])
         a, b = (int(x) for x in self._arrays["offsets"][p:p + 2])
         start = a
-        if b - a > self.seq_len:
+        if b - a > self._crop_len:
             # Crops start at a bar and keep at least half a window of music.
-            lo, hi = np.searchsorted(self._bars, [a, b - self.seq_len // 2])
+            lo, hi = np.searchsorted(self._bars, [a, b - self._crop_len // 2])
             starts = np.concatenate([[a], self._bars[lo:hi]])
             start = int(starts[rng.integers(len(starts))])
-        stop = min(start + self.seq_len, b)
+        stop = min(start + self._crop_len, b)
         tokens = self._arrays["tokens"][start:stop].astype(np.int64)
         pc = self._arrays["pitch_class"][start:stop].astype(float)
         intensity = self._arrays["intensity"][start:stop].astype(float)
@@ -136,8 +144,12 @@ class TokenDataset:
                                               intensity_db=intensity, emotion=emotion,
                                               beats=beats[start - a:stop - a],
                                               melody_changes=(change_times, np.mod(change_pc + shift, 12)))
-        pad = self.seq_len - len(tokens)
-        tokens = np.concatenate([tokens, np.full(pad, self.tokenizer.pad_id, dtype=np.int64)])
+        if self.compound:
+            controls = controls[step_starts(tokens, self.tokenizer)[:self.seq_len]]
+            tokens = group(tokens, self.tokenizer)[:, :self.seq_len]  # [SLOTS, <= T]
+        pad = self.seq_len - tokens.shape[-1]
+        padding = np.full(tokens.shape[:-1] + (pad,), self.tokenizer.pad_id, dtype=np.int64)
+        tokens = np.concatenate([tokens, padding], axis=-1)
         controls = np.concatenate([controls, np.zeros((pad, controls.shape[1]), np.float32)])
         return {"tokens": torch.from_numpy(tokens), "controls": torch.from_numpy(controls),
                 "presence": torch.from_numpy(presence)}
