@@ -4,10 +4,14 @@ Three figures: warm (in-process, after one short run has paid librosa's numba co
 cold (a fresh `python -m cuecraft score` process, as a user runs it), and warm with
 `--melody-only` (the model writes no harmony voice: about half the tokens).
 
-    .venv/bin/python benchmarks/bench_score.py [SECONDS]
+    .venv/bin/python benchmarks/bench_score.py [SECONDS] [--weights FILE ...]
+
+``--weights``: other symbolic weights files, each also run warm in the same session (after
+the shipped model's runs), for a side-by-side ratio.
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -17,7 +21,7 @@ from pathlib import Path
 from common import example_video, print_table
 
 
-def measure(seconds: float = 60.0) -> list[tuple[str, str, str]]:
+def measure(seconds: float = 60.0, weights: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
     from cuecraft.api import score
 
     video = example_video(seconds)
@@ -33,10 +37,22 @@ def measure(seconds: float = 60.0) -> list[tuple[str, str, str]]:
         start = time.perf_counter()
         score(video, out=Path(tmp) / "c.mp4", melody_only=True)
         melody_only = time.perf_counter() - start
+        others = []
+        for i, path in enumerate(weights):
+            score(example_video(4.0), out=Path(tmp) / f"warm{i}.mp4", weights=path)
+            start = time.perf_counter()
+            score(video, out=Path(tmp) / f"w{i}.mp4", weights=path)
+            elapsed = time.perf_counter() - start
+            others.append((f"score {seconds:g} s 640x360, warm, {path}",
+                           f"{elapsed:.2f} s ({elapsed / warm:.2f} of the shipped model's)", "<= 6 s"))
     return [(f"score {seconds:g} s 640x360, warm (in process)", f"{warm:.2f} s", "<= 6 s"),
             (f"score {seconds:g} s 640x360, cold (new process)", f"{cold:.2f} s", "<= 6 s"),
-            (f"score {seconds:g} s 640x360 --melody-only, warm", f"{melody_only:.2f} s", "<= 6 s")]
+            (f"score {seconds:g} s 640x360 --melody-only, warm", f"{melody_only:.2f} s", "<= 6 s")] + others
 
 
 if __name__ == "__main__":
-    print_table(measure(float(sys.argv[1]) if len(sys.argv) > 1 else 60.0))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("seconds", nargs="?", type=float, default=60.0, help="video length")
+    parser.add_argument("--weights", nargs="*", default=[], help="other symbolic weights files, run warm too")
+    args = parser.parse_args()
+    print_table(measure(args.seconds, tuple(args.weights)))
