@@ -1,4 +1,4 @@
-"""Makers of bad media files for the bad-input tests (shared by the I/O and CLI tests)."""
+"""Makers of bad media files for the bad-input tests (shared by the I/O and CLI tests), and beat grids."""
 import av
 import numpy as np
 
@@ -30,3 +30,13 @@ def no_frames(path):
         s = c.add_stream("libx264", rate=24)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
         c.start_encoding()  # header only: a container with zero frames
+
+
+def beat_grid(n_beats, *, period=0.5, cuts=()):
+    """A beat grid with 4/4 bars restarting at the given beat indices (scene cuts)."""
+    positions, count = [], 0
+    for i in range(n_beats):
+        count = 0 if i in cuts else count
+        positions.append(count % 4)
+        count += 1
+    return np.stack([np.arange(n_beats) * period + 0.25, positions], axis=1)

@@ -5,10 +5,11 @@ import torch
 from cuecraft.config import ModelConfig
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
-from cuecraft.controls.features import CONTROL_SLICES
-from cuecraft.generate.sample import ControlTrack, SamplingConfig, generate_tokens, music_bars, tokens_to_midi
+from cuecraft.generate.piece import music_bars
+from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
 from cuecraft.models.builders import build_symbolic_lm
 from cuecraft.models.tokenizer import MusicTokenizer
+from media import beat_grid as grid
 
 
 @pytest.fixture(scope="module")
@@ -23,55 +24,6 @@ def model(tokenizer, request):
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=96, guidance_every=2, patch_len=4,
                       compound=request.param)
     return build_symbolic_lm(cfg, vocab_size=tokenizer.vocab_size).eval()
-
-
-def grid(n_beats, *, period=0.5, cuts=()):
-    """A beat grid with 4/4 bars restarting at the given beat indices (scene cuts)."""
-    positions, count = [], 0
-    for i in range(n_beats):
-        count = 0 if i in cuts else count
-        positions.append(count % 4)
-        count += 1
-    return np.stack([np.arange(n_beats) * period + 0.25, positions], axis=1)
-
-
-@pytest.mark.parametrize("cuts, lengths", [
-    ((), [4, 4, 4]),
-    ((5,), [3, 2, 4, 3]),        # a 5-beat bar before the cut is spelled 3 + 2
-    ((4, 5), [3, 2, 4, 3]),      # a 1-beat bar joins its neighbour
-    ((6,), [4, 2, 4, 2]),
-])
-def test_music_bars_keep_every_beat_and_downbeat(cuts, lengths):
-    first, bars = music_bars(grid(12 if cuts != (6,) else 12, cuts=cuts))
-    assert first == 0 and bars == lengths and sum(bars) == 12
-
-
-def test_control_track_reads_the_melody_on_the_16th_grid():
-    # Beats every 0.5 s from 0.25 s; the melody, sampled in 0.1 s frames, changes C -> E at 0.9 s
-    # (meant for beat 1.25, 0.875 s), E -> rest at 1.3 s (beat 2.0, 1.25 s) and rest -> G at 2.3 s
-    # (beat 4.0, 2.25 s): each change a frame late, as frame-sampled controls put them.
-    melody = np.array([[0.0, 0], [0.9, 4], [1.3, np.nan], [2.3, 7]])
-    track = ControlTrack(Controls(beat=grid(8), melody=melody, duration=4.0), first_downbeat=0)
-    beats = np.array([1.0, 1.25, 1.75, 2.0, 3.75, 4.0])
-    feats = track.features(beats, np.mod(beats, 4), np.full(6, 4))[:, CONTROL_SLICES["melody"]]
-    # At the 16th where a change belongs the token already sees the new pitch class (12 = rest).
-    assert feats[:, :13].argmax(1).tolist() == [0, 4, 4, 12, 12, 7]
-    # 16ths to the next change, and what it changes to; nothing after G (last bin, zeros).
-    assert (feats[:, 13:30].argmax(1) + 1).tolist() == [1, 3, 1, 8, 1, 17]
-    assert feats[:5, 30:].argmax(1).tolist() == [4, 12, 12, 7, 7] and not feats[5, 30:].any()
-
-    # One token's row (kept for the other tokens of its position) is the same as computed alone.
-    for beat in beats:
-        row = track.token_features(float(beat), float(beat % 4), 4)
-        assert np.array_equal(row, track.features(np.array([beat]), np.array([beat % 4]), np.array([4]))[0])
-        assert track.token_features(float(beat), float(beat % 4), 4) is row and not row.flags.writeable
-
-
-def test_music_bars_need_a_downbeat():
-    beat = grid(8)
-    beat[:, 1] = 1
-    with pytest.raises(ParameterError, match="downbeat"):
-        music_bars(beat)
 
 
 def test_generation_is_deterministic_valid_and_on_the_grid(model, tokenizer):
