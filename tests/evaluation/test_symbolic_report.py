@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from cuecraft.config import ModelConfig
-from cuecraft.evaluation.symbolic_report import CONDITIONS, METRICS, evaluate_piece, markdown, summarise
+from cuecraft.controls.schema import Controls
+from cuecraft.evaluation.symbolic_report import (CONDITIONS, METRICS, VARIED_DB, evaluate_piece, markdown, summarise,
+                                                 varied_intensity)
 from cuecraft.models.builders import build_symbolic_lm
 from cuecraft.models.tokenizer import HARMONY_PROGRAM, MELODY_PROGRAM, MusicTokenizer
 
@@ -41,8 +43,10 @@ def test_evaluate_piece_measures_every_condition_and_the_reference_is_the_ceilin
     model, tokenizer = tiny_model
     result = evaluate_piece(model, tokenizer, reference_piece(), seconds=10.0, seed=0)
     assert set(result) == set(CONDITIONS)
-    for condition in CONDITIONS:
-        assert set(result[condition]) == set(METRICS)
+    for condition in CONDITIONS:  # the varied request also measures the dropped music against it (chance)
+        extra = {"intensity_r_without_controls"} if condition == "varied" else set()
+        assert set(result[condition]) | {"intensity_r_without_controls"} == set(METRICS) | extra
+        assert ("intensity_r_without_controls" in result[condition]) == (condition == "varied")
     reference = result["reference"]
     # The requested controls were read off the reference itself: its melody and emotion agree fully,
     # and its loudness follows its own intensity curve.
@@ -53,6 +57,20 @@ def test_evaluate_piece_measures_every_condition_and_the_reference_is_the_ceilin
     assert result["scored"]["beat_f1"] > 0.8
     # An untrained model does not write the requested melody.
     assert result["controls"]["melody_accuracy"] < 0.6
+
+
+def test_varied_intensity_swings_around_the_sounding_level():
+    times = np.arange(0.0, 16.0, 0.1)
+    db = np.where(times < 1.0, -80.0, -14.0 + 0.5 * np.sin(times))  # a silent lead-in, then almost flat
+    controls = Controls(beat=np.stack([np.arange(0, 16, 0.5), np.arange(32) % 4], 1),
+                        intensity=np.stack([times, db], 1), melody=[[0.0, 4]], duration=16.0)
+    varied = varied_intensity(controls)
+    swing = varied.intensity[:, 1]
+    assert np.array_equal(varied.intensity[:, 0], times) and np.array_equal(varied.melody, controls.melody)
+    assert np.median(swing) == pytest.approx(-14.0, abs=0.3)  # around the level asked where it sounds
+    assert swing.max() == pytest.approx(-14.0 + VARIED_DB, abs=0.6)
+    assert swing.min() == pytest.approx(-14.0 - VARIED_DB, abs=0.6)
+    assert swing[times < 1.0].min() > -80.0  # no silent lead-in
 
 
 def test_summary_and_markdown_have_a_column_per_condition():
