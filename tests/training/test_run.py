@@ -50,7 +50,7 @@ def test_tiny_compound_training_learns_and_its_weights_write_music(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["val_loss"] < log[0]["val_loss"] < math.log(MusicTokenizer().vocab_size)
     model, tokenizer = load_symbolic(result.weights)
-    assert model.n_codebooks == 4 and model.first_embed is not None
+    assert model.n_codebooks == 4 and model.first is not None
     beats = np.arange(32) * 0.5
     ids, _ = generate_tokens(model, tokenizer, Controls(beat=np.stack([beats, np.arange(32) % 4], 1)), seed=0)
     assert tokenizer.is_type["Bar"][ids].sum() == 8 and len(tokenizer.notes(ids)) > 0

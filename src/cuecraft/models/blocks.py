@@ -153,3 +153,25 @@ class Block(nn.Module):
 
     def _add(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         return x + (self.drop(update) if self.training else update)
+
+
+class FirstTokenConditioning(nn.Module):
+    """The hidden state that heads after the first read, given the step's first token:
+    ``x + MLP(LayerNorm(x + embed(first)))``.
+
+    An MLP, not the embedding alone: added in front of linear heads, an embedding only shifts
+    each head's logits by a constant per first token, so a melody note and a harmony note at
+    the same point would get one pitch distribution up to that shift. (A compound model trained
+    that way lost 0.21 of melody accuracy.)
+    """
+
+    def __init__(self, *, vocab_size: int, d_model: int, mlp_ratio: float = 4.0, bias: bool = False):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        hidden = int(mlp_ratio * d_model)
+        self.up = nn.Linear(d_model, hidden, bias=bias)
+        self.down = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        return x + self.down(F.gelu(self.up(self.norm(x + self.embed(first)))))  # [B, T, D]

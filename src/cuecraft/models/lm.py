@@ -22,6 +22,7 @@ from cuecraft.errors import ParameterError
 from cuecraft.models.blocks import (
     Block,
     CrossAttention,
+    FirstTokenConditioning,
     KVCache,
     SelfAttention,
     sinusoidal_table,
@@ -60,10 +61,11 @@ class TokenLM(nn.Module):
     guidance : ControlGuidance or None
         Control guidance (``models/guidance.py``); it is attached to this model.
     first_conditioned : bool
-        Heads after the first also read the embedding of the step's codebook-0 token (given
-        as ``first``), as the Compound Word Transformer's heads read the sampled token type:
-        with one step per note, the pitch head then knows whether the step is a melody note,
-        a harmony note or no note. Needs ``n_codebooks > 1``.
+        Heads after the first read the hidden state mixed with the step's codebook-0 token
+        (given as ``first``; :class:`~cuecraft.models.blocks.FirstTokenConditioning`), as the
+        Compound Word Transformer's heads read the sampled token type: with one step per note,
+        the pitch head then knows whether the step is a melody note, a harmony note or no
+        note. Needs ``n_codebooks > 1``.
     """
 
     def __init__(self, *, vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_codebooks: int = 1,
@@ -110,7 +112,8 @@ class TokenLM(nn.Module):
         self.blocks = nn.ModuleList(Block(**self.block_kwargs) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.heads = nn.ModuleList(nn.Linear(d_model, vocab_size, bias=False) for _ in range(n_codebooks))
-        self.first_embed = nn.Embedding(vocab_size, d_model) if first_conditioned else None
+        self.first = FirstTokenConditioning(vocab_size=vocab_size, d_model=d_model, mlp_ratio=mlp_ratio,
+                                            bias=bias) if first_conditioned else None
         self.apply(self.init_weights)
         self.guidance = guidance
         if guidance is not None:
@@ -267,15 +270,15 @@ class TokenLM(nn.Module):
                    heads: Sequence[int] | None = None) -> torch.Tensor:
         """Logits ``[B, len(heads), T, V]`` of ``heads`` (default all) from hidden states ``x`` ``[B, T, D]``.
 
-        Heads after the first add the embedding of ``first`` ``[B, T]`` when the model is
+        Heads after the first read ``x`` mixed with ``first`` ``[B, T]`` when the model is
         ``first_conditioned`` and it is given.
         """
         heads = range(self.n_codebooks) if heads is None else heads
         conditioned = x
-        if first is not None and self.first_embed is not None:
+        if first is not None and self.first is not None:
             if first.shape != x.shape[:2]:
                 raise ParameterError(f"first must be [{x.shape[0]}, {x.shape[1]}], got {tuple(first.shape)}")
-            conditioned = x + self.first_embed(first)
+            conditioned = self.first(x, first)
         return torch.stack([self.heads[k](x if k == 0 else conditioned) for k in heads], dim=1)
 
     def _rotary(self, start: int, length: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
