@@ -17,6 +17,7 @@ import torch
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
 from cuecraft.generate.piece import ControlTrack, PieceState, music_bars
+from cuecraft.models.guidance import guide
 
 __all__ = ["ControlTrack", "SamplingConfig", "generate_tokens", "music_bars", "tokens_to_midi"]
 
@@ -112,10 +113,7 @@ class _Decoder:
         x = self.hidden[:, None]  # [B, 1, D]
         first_ids = None if first is None else torch.full((x.shape[0], 1), first, dtype=torch.long)
         out = self.model.read_heads(x, first=first_ids, heads=heads)[:, :, 0]  # [B, h, V]
-        if not self.guided:
-            return out[0]
-        cond, uncond = out[0], out[1]
-        return uncond + self.config.cfg_scale * (cond - uncond)
+        return (guide(out, self.config.cfg_scale) if self.guided else out)[0]
 
     def carried(self, n_steps: int, is_bar_step) -> int:
         """Where a carried prompt starts: about the last ``carry`` steps (at most half the window),

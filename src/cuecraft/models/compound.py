@@ -53,12 +53,13 @@ def group(ids, tokenizer) -> np.ndarray:
     steps = np.full((SLOTS, len(starts)), tokenizer.pad_id, dtype=np.int64)
     if not len(ids):
         return steps
-    slot = np.arange(len(ids)) - np.repeat(starts, np.diff(np.append(starts, len(ids))))
+    lengths = np.diff(np.append(starts, len(ids)))  # tokens per step
+    slot = np.arange(len(ids)) - np.repeat(starts, lengths)
     if slot.max() >= SLOTS:
         at = int(np.flatnonzero(slot >= SLOTS)[0])
         raise ParameterError(f"token {at} ({tokenizer.tokens[ids[at]]}) would be slot {int(slot[at])} of a step; "
                              f"a step holds at most {SLOTS} tokens")
-    steps[slot, np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(ids))))] = ids
+    steps[slot, np.repeat(np.arange(len(starts)), lengths)] = ids
     return steps
 
 

@@ -313,9 +313,15 @@ def cfg_logits(model: nn.Module, tokens: torch.Tensor, *, controls: torch.Tensor
     out = model(torch.cat([tokens, tokens]), controls=controls, presence=presence, memory=memory,
                 memory_mask=masks, cache=cache)
     logits = out[0] if cache is not None else out  # [2B, K, T, V]
-    cond, uncond = logits[:B], logits[B:]
-    guided = uncond + scale * (cond - uncond)
+    guided = guide(logits, scale)
     return (guided, cache) if cache is not None else guided
+
+
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """``uncond + scale * (cond - uncond)`` from logits of a doubled batch (rows ``:B`` conditional)."""
+    B = logits.shape[0] // 2
+    cond, uncond = logits[:B], logits[B:]
+    return uncond + scale * (cond - uncond)
 
 
 def _double(mask: torch.Tensor | None, batch: int) -> torch.Tensor | None:
