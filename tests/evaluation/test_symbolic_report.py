@@ -57,6 +57,8 @@ def test_evaluate_piece_measures_every_condition_and_the_reference_is_the_ceilin
     assert result["scored"]["beat_f1"] > 0.8
     # An untrained model does not write the requested melody.
     assert result["controls"]["melody_accuracy"] < 0.6
+    # The arrangement's drums and bass follow the swinging intensity whatever the model writes.
+    assert result["varied_scored"]["intensity_r"] > result["varied"]["intensity_r"] + 0.2
 
 
 def test_varied_intensity_swings_around_the_sounding_level():

@@ -17,7 +17,9 @@ note and then within about 1 dB of one level (the corpus has no dynamics), so on
 intensity r mostly measures whether the music starts when asked. The "varied" column asks
 for what a video gives instead: the piece's other controls with an intensity that swings
 +-6 dB around the piece's level over 8 s, from the first second; ``intensity_r_without_controls``
-there is the dropped music measured against the same swing (what chance gives).
+there is the dropped music measured against the same swing (what chance gives). "varied_scored"
+is the varied music over the arrangement, whose drums and bass follow intensity by rule: what a
+user of ``score`` hears, not a measure of the model.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from cuecraft.generate.sample import SamplingConfig
 SR = 22050
 METRICS = ("intensity_r", "melody_accuracy", "beat_f1", "valence_sign_agreement", "arousal_sign_agreement",
            "pche", "gps", "intensity_r_without_controls")
-CONDITIONS = ("controls", "dropped", "reference", "scored", "varied")
+CONDITIONS = ("controls", "dropped", "reference", "scored", "varied", "varied_scored")
 VARIED_DB, VARIED_PERIOD = 6.0, 8.0  # the varied request: +-6 dB over 8 s (about 4 bars at 120 BPM)
 
 
@@ -65,8 +67,9 @@ def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cf
     """Metrics of one piece for the conditions "controls" and "dropped" (the model's melody and harmony
     alone; ``cfg_scale``: classifier-free guidance over the given controls, 1 = none; ``temperature``:
     the sampling temperature, by default ``score``'s; ``harmony``: open with a harmony voice, as
-    ``score`` does), "scored" (the
-    "controls" music over the drum/bass arrangement, as ``cuecraft score`` writes it), and
+    ``score`` does), "varied" (the piece's controls with a swinging intensity, :func:`varied_intensity`),
+    "scored" and "varied_scored" (the "controls" and "varied" music over the drum/bass arrangement, as
+    ``cuecraft score`` writes it: the arrangement follows intensity whatever the model does), and
     "reference": the reference piece itself (decoded from its tokens, so on the same instruments),
     what a model that wrote the reference back would score (the ceiling of the model-alone metrics)."""
     from cuecraft.controls.from_midi import controls_from_midi
@@ -88,10 +91,11 @@ def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cf
         pm = music[condition] = tokens_to_midi(tokenizer, ids, track, melody_program=MELODY_PROGRAM,
                                                harmony_program=HARMONY_PROGRAM, duration=duration)
         out[condition] = _measure(pm, given if condition == "varied" else wanted, downbeats, duration)
-        if condition == "controls":
-            plan = make_plan(wanted, cuts=[], duration=duration, seed=seed)
-            out["scored"] = _measure(with_arrangement(pm, wanted, plan, duration=duration, seed=seed), wanted,
-                                     downbeats, duration)
+        if condition in ("controls", "varied"):
+            plan = make_plan(given, cuts=[], duration=duration, seed=seed)
+            scored = "scored" if condition == "controls" else "varied_scored"
+            out[scored] = _measure(with_arrangement(pm, given, plan, duration=duration, seed=seed), given,
+                                   downbeats, duration)
     out["varied"]["intensity_r_without_controls"] = _intensity_r(music["dropped"], varied, duration)
     return out
 
@@ -140,7 +144,8 @@ def summarise(results: list[dict]) -> dict[str, dict[str, list[float]]]:
 
 def markdown(table: dict) -> str:
     lines = ["| metric | with controls | controls dropped | reference pieces (ceiling) | with controls + "
-             "arrangement (as scored) | varied intensity |", "|---|---|---|---|---|---|"]
+             "arrangement (as scored) | varied intensity | varied intensity, as scored |",
+             "|---|---|---|---|---|---|---|"]
     for metric in METRICS:
         cells = []
         for condition in CONDITIONS:
