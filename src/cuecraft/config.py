@@ -47,6 +47,9 @@ class DataConfig:
     # down (0 = one level per crop). The corpus has almost no dynamics; this teaches the model to
     # follow an intensity that changes within a piece with velocity, not only with density.
     velocity_walk: float = 0.0
+    # Augmented texture: the chance that a crop with a harmony voice loses it over stretches of bars
+    # (training/texture.py), so that its intensity moves with its texture.
+    texture_thin: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from cuecraft.errors import ParameterError
 from cuecraft.models.compound import SLOTS, group, step_starts
 from cuecraft.models.tokenizer import TYPE_INDEX
 from cuecraft.training.piece_controls import REST
+from cuecraft.training.texture import thin_harmony, thinned_controls
 
 TRANSPOSE = (-5, 6)       # semitones, both ends included
 VELOCITY_SHIFT = (-3, 2)  # velocity bins (of 8; the corpus uses 95 and 79), both ends included
@@ -48,13 +49,15 @@ class TokenDataset:
     down with that probability, staying in ``velocity_shift``), so the intensity changes within
     a crop as the velocities do. Valence's register term and arousal's velocity term are
     adjusted with the crop's mean pitch and velocity, an approximation of re-running the
-    extractors.
+    extractors. With chance ``texture_thin`` a crop that has a harmony voice loses it over
+    stretches of bars (:mod:`cuecraft.training.texture`), its controls re-read with the
+    extractors, so its intensity changes with its texture; this comes before the other two.
     """
 
     def __init__(self, root: str | os.PathLike, *, split: str = "train", seq_len: int = 512, seed: int = 0,
                  augment: bool | None = None, transpose: tuple[int, int] = TRANSPOSE,
                  velocity_shift: tuple[int, int] = VELOCITY_SHIFT, velocity_walk: float = 0.0,
-                 compound: bool = False, tokenizer=None) -> None:
+                 texture_thin: float = 0.0, compound: bool = False, tokenizer=None) -> None:
         from cuecraft.errors import MediaError
         from cuecraft.training.corpus import ARRAYS, default_tokenizer, load_manifest
 
@@ -63,9 +66,9 @@ class TokenDataset:
         for name, pair in (("transpose", transpose), ("velocity_shift", velocity_shift)):
             if len(pair) != 2 or pair[0] > 0 or pair[1] < 0:
                 raise ParameterError(f"{name} = {pair!r}: must be (low <= 0, high >= 0)")
-        if isinstance(velocity_walk, bool) or not isinstance(velocity_walk, (int, float)) \
-                or not 0.0 <= velocity_walk <= 1.0:
-            raise ParameterError(f"velocity_walk = {velocity_walk!r}: must be a probability in [0, 1]")
+        for name, chance in (("velocity_walk", velocity_walk), ("texture_thin", texture_thin)):
+            if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0.0 <= chance <= 1.0:
+                raise ParameterError(f"{name} = {chance!r}: must be a probability in [0, 1]")
         self.manifest = load_manifest(root)
         self.tokenizer = tokenizer or default_tokenizer()
         if self.manifest.tokenizer != self.tokenizer.fingerprint:
@@ -77,7 +80,7 @@ class TokenDataset:
         self.seq_len, self.seed, self.epoch = seq_len, seed, 0
         self.augment = split == "train" if augment is None else bool(augment)
         self.transpose, self.velocity_shift = tuple(transpose), tuple(velocity_shift)
-        self.velocity_walk = float(velocity_walk)
+        self.velocity_walk, self.texture_thin = float(velocity_walk), float(texture_thin)
         self.compound = bool(compound)
         # Event tokens per crop: a step holds at most SLOTS of them, so a crop this long fills seq_len steps.
         self._crop_len = seq_len * (SLOTS if self.compound else 1)
@@ -129,12 +132,22 @@ class TokenDataset:
             lo, hi = np.searchsorted(self._bars, [a, b - self._crop_len // 2])
             starts = np.concatenate([[a], self._bars[lo:hi]])
             start = int(starts[rng.integers(len(starts))])
-        stop = min(start + self._crop_len, b)
+        thin = self.augment and self.texture_thin > 0.0 and rng.random() < self.texture_thin
+        # Thinning removes tokens, so it starts from twice the crop and cuts after.
+        stop = min(start + self._crop_len * (2 if thin else 1), b)
         tokens = self._arrays["tokens"][start:stop].astype(np.int64)
         pc = self._arrays["pitch_class"][start:stop].astype(float)
         intensity = self._arrays["intensity"][start:stop].astype(float)
         emotion = self._arrays["emotion"][start:stop].astype(float)
         beats, (change_times, change_pc) = self._piece_melody(p, a, b)
+        beats = beats[start - a:stop - a]
+        kept = thin_harmony(tokens, tokenizer=self.tokenizer, rng=rng) if thin else None
+        if kept is not None:
+            pc, intensity, emotion, (change_times, change_pc) = thinned_controls(
+                tokens, kept, tokenizer=self.tokenizer, pitch_class=pc, intensity=intensity, emotion=emotion,
+                beats=beats, changes=(change_times, change_pc))
+            tokens, beats = tokens[kept], beats[kept]
+        tokens, pc, intensity, emotion, beats = (x[:self._crop_len] for x in (tokens, pc, intensity, emotion, beats))
         shift = 0
         if self.augment:
             tokens, pc, intensity, emotion, shift = self._augmented(rng, tokens, pc, intensity, emotion)
@@ -142,7 +155,7 @@ class TokenDataset:
         controls, presence = control_features(position_in_bar=position, beats_per_bar=bpb,
                                               pitch_class=np.where(pc == REST, np.nan, pc),
                                               intensity_db=intensity, emotion=emotion,
-                                              beats=beats[start - a:stop - a],
+                                              beats=beats,
                                               melody_changes=(change_times, np.mod(change_pc + shift, 12)))
         if self.compound:
             controls = controls[step_starts(tokens, self.tokenizer)[:self.seq_len]]
