@@ -145,6 +145,9 @@ BAD_CASES = {
     "bad seed": (lambda clip, tmp: ["score", clip, "--seed", "-1"], "seed"),
     "guidance below 1": (lambda clip, tmp: ["score", clip, "--guidance", "0.5"], "--guidance 0.5"),
     "guidance nan": (lambda clip, tmp: ["score", clip, "--guidance", "nan"], "--guidance nan"),
+    "corrupt weights": (lambda clip, tmp: ((tmp / "w.safetensors").write_bytes(b"\x08" + bytes(40)),
+                                           ["score", clip, "--weights", tmp / "w.safetensors"])[1], "w.safetensors"),
+    "missing weights": (lambda clip, tmp: ["score", clip, "--weights", tmp / "none.safetensors"], "none.safetensors"),
     "guidance without a model": (lambda clip, tmp: ["score", clip, "--backbone", "arrangement", "--guidance", "2"],
                                  "no model to guide"),
 }
