@@ -172,16 +172,14 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         info = probe(video)  # fail on a bad video before slower work
         if controls is not None and not isinstance(controls, Controls):
             load_controls(controls)  # fail on a bad file before analysing
-        if backbone == "codec":
-            return _score_codec(video, outputs, info=info, controls=controls, reference=reference, seed=seed,
-                                keep_audio=keep_audio, weights=weights, guidance=guidance, progress=progress)
-        # The picture is analysed while the model loads (importing torch is most of a cold start).
-        analysis = Background(analyze_video, video, progress=progress, info=info)
         if backbone == "symbolic":
             from cuecraft.models.backbones.symbolic import load_symbolic
 
             load_symbolic(weights)  # a missing or mismatched checkpoint fails now, not after the analysis
-        analysed = analysis.result()
+        if backbone == "codec":
+            return _score_codec(video, outputs, info=info, controls=controls, reference=reference, seed=seed,
+                                keep_audio=keep_audio, weights=weights, guidance=guidance, progress=progress)
+        analysed = analyze_video(video, progress=progress, info=info)
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
         plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
@@ -207,32 +205,6 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                       keep_audio=keep_audio, info=analysed.info)
             bar.update(2)
         return outputs.commit()
-
-
-class Background:
-    """``fn(*args, **kwargs)`` run in a daemon thread from construction; :meth:`result` waits for it
-    and returns its value or raises its error. A daemon thread does not hold up an exit on an
-    error raised meanwhile in the calling thread."""
-
-    def __init__(self, fn, *args, **kwargs) -> None:
-        import threading
-
-        self._outcome: dict = {}
-
-        def run() -> None:
-            try:
-                self._outcome["value"] = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
-                self._outcome["error"] = exc
-
-        self._thread = threading.Thread(target=run, name=getattr(fn, "__name__", "background"), daemon=True)
-        self._thread.start()
-
-    def result(self):
-        self._thread.join()
-        if "error" in self._outcome:
-            raise self._outcome["error"]
-        return self._outcome["value"]
 
 
 def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls) -> None:
