@@ -6,7 +6,7 @@ from cuecraft.config import ModelConfig, config_from_dict, load_config
 from cuecraft.models.backbones.symbolic import SHIPPED, load_symbolic
 from cuecraft.training.checkpoints import read_metadata
 
-CONFIG = Path(__file__).resolve().parents[3] / "configs" / "symbolic-small-compound.toml"
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "symbolic-small-texture.toml"
 
 
 def test_shipped_weights_are_what_the_shipped_config_trains():
