@@ -1,5 +1,5 @@
-import sys
+from cuecraft.cli import run
 
-from cuecraft.cli import main
-
-sys.exit(main())
+# Guarded: a worker process may import this module; only ``python -m cuecraft`` runs the CLI.
+if __name__ == "__main__":
+    run()

@@ -10,6 +10,7 @@ from cuecraft.controls.schema import Controls, dumps_controls, load_controls
 from cuecraft.errors import OutputError, ParameterError
 from cuecraft.io.files import OutputSet
 from cuecraft.io.video import VideoInfo, probe
+from cuecraft.parallel import start
 
 ANALYSIS_FPS = 24.0      # enough for ±21 ms visual-beat timing, cheap enough for >30x real time
 SAMPLE_RATE = 44100
@@ -172,14 +173,10 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         info = probe(video)  # fail on a bad video before slower work
         if controls is not None and not isinstance(controls, Controls):
             load_controls(controls)  # fail on a bad file before analysing
-        if backbone == "symbolic":
-            from cuecraft.models.backbones.symbolic import load_symbolic
-
-            load_symbolic(weights)  # a missing or mismatched checkpoint fails now, not after the analysis
         if backbone == "codec":
             return _score_codec(video, outputs, info=info, controls=controls, reference=reference, seed=seed,
                                 keep_audio=keep_audio, weights=weights, guidance=guidance, progress=progress)
-        analysed = analyze_video(video, progress=progress, info=info)
+        analysed = _analyse_while_loading(video, info=info, backbone=backbone, weights=weights, progress=progress)
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
         plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
@@ -192,29 +189,60 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                            weights=None if weights is None else str(weights), guidance=guidance or 1.0,
                            harmony=not melody_only, progress=advance)
         with _progress(4, "rendering", progress) as bar:
-            buffer = _io.BytesIO()
-            midi.write(buffer)
-            outputs.temp("midi").write_bytes(buffer.getvalue())
-            bar.update(1)
-            music = render_blocks(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
-            write_wav_blocks(outputs.temp("wav"), music, sr=SAMPLE_RATE)
-            bar.update(1)
-            _write_side_files(outputs, analysed, final)
-            bar.update(1)
-            mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
-                      keep_audio=keep_audio, info=analysed.info)
-            bar.update(2)
+            outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
+            # Drawn beside synthesis and muxing: about 0.7 s of a cold run (matplotlib's import).
+            timeline = start(plot_analysis, outputs.temp("timeline"), analysed, final)
+            try:
+                buffer = _io.BytesIO()
+                midi.write(buffer)
+                outputs.temp("midi").write_bytes(buffer.getvalue())
+                bar.update(1)
+                music = render_blocks(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
+                write_wav_blocks(outputs.temp("wav"), music, sr=SAMPLE_RATE)
+                bar.update(1)
+                mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
+                          keep_audio=keep_audio, info=analysed.info)
+                bar.update(2)
+                timeline.result()
+                bar.update(1)
+            finally:
+                timeline.cancel()
         return outputs.commit()
 
 
-def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls) -> None:
+def _analyse_while_loading(video, *, info: VideoInfo, backbone: str, weights, progress: bool) -> VideoAnalysis:
+    """The video's analysis. A process that has not loaded the symbolic model yet analyses the
+    video in a child while it imports torch and loads the weights (about 1.5 s on a cold start);
+    a bad checkpoint still fails before the analysis result is used."""
+    if backbone != "symbolic":
+        return analyze_video(video, progress=progress, info=info)
+    from cuecraft.models.backbones.symbolic import is_loaded, load_symbolic
+
+    analysis = start(analyze_video, video, progress=progress, info=info, in_child=not is_loaded(weights))
+    try:
+        load_symbolic(weights)
+        # The child takes longer than the model: import what scoring needs next while it works
+        # (scipy.ndimage alone is 0.2 s), rather than after the music is written.
+        import cuecraft.generate.compose, cuecraft.generate.sample, cuecraft.render.synth  # noqa: F401, E401
+        import cuecraft.io.mux, cuecraft.render.arrange  # noqa: F401, E401
+        return analysis.result()
+    finally:
+        analysis.cancel()
+
+
+def plot_analysis(path: Path, analysed: VideoAnalysis, final: Controls) -> None:
+    """The timeline PNG of ``analysed`` and the controls used (module-level: a child runs it)."""
     from cuecraft.render.timeline import plot_timeline
 
-    outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
     visual = analysed.visual
-    plot_timeline(outputs.temp("timeline"), duration=analysed.info.duration, cuts=visual.cuts,
-                  visual_beats=visual.visual_beats, beat_strengths=visual.beat_strengths,
-                  curve_times=visual.times, motion=visual.motion, controls=final)
+    plot_timeline(path, duration=analysed.info.duration, cuts=visual.cuts, visual_beats=visual.visual_beats,
+                  beat_strengths=visual.beat_strengths, curve_times=visual.times, motion=visual.motion,
+                  controls=final)
+
+
+def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls) -> None:
+    outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
+    plot_analysis(outputs.temp("timeline"), analysed, final)
 
 
 def _score_codec(video, outputs: OutputSet, *, info: VideoInfo, controls, reference, seed: int, keep_audio: bool,

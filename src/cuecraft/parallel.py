@@ -1,0 +1,131 @@
+"""Side work in a second process, so that a cold ``score`` uses both cores.
+
+A fresh process spends its first 1.5 s importing torch and loading the model, and its last
+second synthesising and muxing: pure-Python work that holds the GIL, so a thread beside it
+gains nothing (measured: 7.84 s without one, 7.87 s with). A child process has its own
+interpreter. It is a new interpreter, not a fork, because a fork after torch has started its
+thread pools can deadlock, and the child needs none of the parent's state.
+
+:func:`start` returns a handle whose :meth:`result` gives the call's value or raises its
+exception in the parent (a :class:`~cuecraft.errors.CuecraftError` keeps its class and
+one-line message, so the CLI's exit code 2 still applies). With one usable core it runs the
+call in-process, when :meth:`result` is asked for, so the order of work is as it was.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+import traceback
+
+SINGLE_PROCESS_ENV = "CUECRAFT_SINGLE_PROCESS"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Inline:
+    """The call, run when its result is wanted."""
+
+    def __init__(self, fn, args, kwargs) -> None:
+        self._call = (fn, args, kwargs)
+
+    def result(self):
+        fn, args, kwargs = self._call
+        return fn(*args, **kwargs)
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Child:
+    """The call, running in a new interpreter from construction on.
+
+    A plain ``python -c`` child rather than multiprocessing's spawn, which would re-run the
+    caller's main script in the child: a user's script without an ``if __name__ ==
+    "__main__"`` guard would score its video twice. The call and its answer travel pickled
+    over the child's stdin and stdout, a pipe between two processes of this package.
+    """
+
+    def __init__(self, fn, args, kwargs) -> None:
+        import subprocess
+
+        self._process = subprocess.Popen([sys.executable, "-c", "from cuecraft.parallel import serve; serve()"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._done = False
+        try:
+            # sys.path first, so that the child can import fn's module
+            request = pickle.dumps(list(sys.path)) + pickle.dumps((fn, args, kwargs))
+        except BaseException:
+            self.cancel()
+            raise
+        # Written from a thread: a request larger than the pipe's buffer would otherwise hold the
+        # caller until the child has started and imported what it needs to read it.
+        self._feeder = threading.Thread(target=_feed, args=(self._process.stdin, request), daemon=True)
+        self._feeder.start()
+
+    def result(self):
+        try:
+            ok, value = pickle.load(self._process.stdout)
+        except (EOFError, pickle.UnpicklingError):
+            self._process.wait()
+            raise RuntimeError(f"a worker process ended without a result (exit code {self._process.returncode})") \
+                from None
+        finally:
+            self._done = True
+            self._process.stdout.close()
+        self._process.wait()
+        if ok:
+            return value
+        raise value
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._done = True
+            self._process.kill()
+            self._process.wait()
+            self._process.stdout.close()
+
+
+def _feed(pipe, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:  # the child was cancelled or died; result() reports it
+        pass
+
+
+def serve() -> None:
+    """The child's side: read the call from stdin, answer on stdout (print goes to stderr)."""
+    answers = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    sys.path[:] = pickle.load(sys.stdin.buffer)
+    try:
+        fn, args, kwargs = pickle.load(sys.stdin.buffer)
+        answer = (True, fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        answer = (False, exc)
+    try:
+        data = pickle.dumps(answer)
+    except Exception:  # an unpicklable value or exception: send its traceback as text
+        text = "".join(traceback.format_exception(answer[1])) if not answer[0] else repr(answer[1])
+        data = pickle.dumps((False, RuntimeError(f"worker process: {text}")))
+    answers.write(data)
+    answers.flush()
+
+
+def start(fn, *args, in_child: bool = True, **kwargs):
+    """``fn(*args, **kwargs)`` in a child process when ``in_child`` and two cores are usable
+    (and ``CUECRAFT_SINGLE_PROCESS=1`` is not set), else in-process at :meth:`result`. ``fn``
+    must be importable (a module-level function), its arguments and result picklable."""
+    if in_child and usable_cores() >= 2 and sys.executable and os.environ.get(SINGLE_PROCESS_ENV) != "1":
+        try:
+            return _Child(fn, args, kwargs)
+        except OSError:  # no process to be had (limits, an embedded interpreter): do it here
+            pass
+    return _Inline(fn, args, kwargs)

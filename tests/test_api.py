@@ -1,0 +1,47 @@
+"""The API's two-process scoring: a cold process analyses in a child, with the same result."""
+import dataclasses
+
+import pytest
+
+from cuecraft import api, parallel
+from cuecraft.errors import MediaError
+from cuecraft.models.backbones import symbolic
+
+
+@pytest.fixture
+def children(monkeypatch):
+    """Every call started in a child, by name; the model counts as not loaded yet (a cold process)."""
+    names = []
+
+    class Recorded(parallel._Child):
+        def __init__(self, fn, args, kwargs):
+            names.append(fn.__name__)
+            super().__init__(fn, args, kwargs)
+
+    monkeypatch.setattr(parallel, "_Child", Recorded)
+    monkeypatch.setattr(symbolic, "is_loaded", lambda path=None: False)
+    return names
+
+
+@pytest.mark.skipif(parallel.usable_cores() < 2, reason="a child process is used only with 2 cores")
+def test_cold_scoring_in_two_processes_writes_the_same_files(small_video, tmp_path, children, monkeypatch):
+    two = api.score(small_video, out=tmp_path / "two.mp4", seed=3)
+    assert children == ["analyze_video", "plot_analysis"]
+    monkeypatch.setenv(parallel.SINGLE_PROCESS_ENV, "1")
+    one = api.score(small_video, out=tmp_path / "one.mp4", seed=3)
+    assert children == ["analyze_video", "plot_analysis"]  # no more children
+    for name in ("midi", "wav", "controls"):
+        assert two[name].read_bytes() == one[name].read_bytes(), name
+    assert two["timeline"].stat().st_size > 10_000 and two["video"].stat().st_size > 10_000
+
+
+def test_an_error_in_the_analysing_child_is_a_clean_error(small_video, tmp_path, children, monkeypatch):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00" * 4096)
+    real_probe = api.probe
+    # Probing passes; the child then opens a file it cannot decode.
+    monkeypatch.setattr(api, "probe", lambda video: dataclasses.replace(real_probe(video), path=garbage))
+    with pytest.raises(MediaError, match="garbage.mp4"):
+        api.score(small_video, out=tmp_path / "out.mp4")
+    assert children == (["analyze_video"] if parallel.usable_cores() >= 2 else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.mp4"]  # nothing written

@@ -1,0 +1,78 @@
+"""Side work in a child process: values and errors come back, nothing re-runs the caller's script."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from cuecraft import parallel
+from cuecraft.errors import ParameterError
+from cuecraft.parallel import SINGLE_PROCESS_ENV, start
+
+two_cores = pytest.mark.skipif(parallel.usable_cores() < 2, reason="a child process is used only with 2 cores")
+
+
+@two_cores
+def test_the_call_runs_in_another_process():
+    handle = start(os.getpid)
+    assert handle.result() != os.getpid()
+
+
+def test_in_process_when_asked_or_when_disabled(monkeypatch):
+    assert start(os.getpid, in_child=False).result() == os.getpid()
+    monkeypatch.setenv(SINGLE_PROCESS_ENV, "1")
+    assert start(os.getpid).result() == os.getpid()
+
+
+@two_cores
+def test_arguments_and_keywords_reach_the_child():
+    assert start(int, "ff", base=16).result() == 255
+    big = list(range(200_000))  # larger than a pipe's buffer: the request is fed from a thread
+    assert start(sum, big).result() == sum(big)
+
+
+@pytest.mark.parametrize("in_child", [True, False])
+def test_errors_keep_their_class_and_message(in_child):
+    from cuecraft.checks import seed
+
+    handle = start(seed, -1, in_child=in_child)
+    with pytest.raises(ParameterError, match="-1"):
+        handle.result()
+
+
+@two_cores
+def test_an_unpicklable_result_is_reported_not_lost():
+    with pytest.raises(RuntimeError, match="worker process"):
+        start(threading.Lock).result()
+
+
+@two_cores
+def test_the_childs_prints_do_not_corrupt_its_answer(capfd):
+    assert start(print, "hello from the child").result() is None
+    assert "hello from the child" in capfd.readouterr().err
+
+
+@two_cores
+def test_cancel_ends_the_child():
+    handle = start(time.sleep, 60)
+    handle.cancel()
+    assert handle._process.poll() is not None
+    handle.cancel()  # twice is harmless
+
+
+@two_cores
+def test_a_child_that_dies_is_an_error():
+    with pytest.raises(RuntimeError, match="without a result"):
+        start(os._exit, 3).result()
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    # multiprocessing's spawn would re-run this script in the child; a user's script must not score twice.
+    script = tmp_path / "unguarded.py"
+    script.write_text("import os\nfrom cuecraft.parallel import start\n"
+                      "print('ran', start(os.getpid).result() > 0)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["ran True"]
