@@ -50,6 +50,9 @@ class DataConfig:
     # Augmented texture: the chance that a crop with a harmony voice loses it over stretches of bars
     # (training/texture.py), so that its intensity moves with its texture.
     texture_thin: float = 0.0
+    # Crops of pieces with a harmony voice (the chorales, about 9% of the corpus) are drawn this many
+    # times as often in training, so that more crops carry the texture changes above.
+    harmony_repeat: int = 1
 
 
 @dataclass(frozen=True)

@@ -251,3 +251,25 @@ def test_bad_arguments_and_foreign_folders(tmp_path, corpus):
         load_manifest(tmp_path / "mine")
     with pytest.raises(ParameterError, match="seq_len"):
         TokenDataset(corpus.root, seq_len=1)
+
+
+def test_harmony_repeat_draws_harmonised_pieces_more_often(corpus):
+    tk = default_tokenizer()
+    plain = TokenDataset(corpus.root, split="train", seq_len=64)
+    repeated = TokenDataset(corpus.root, split="train", seq_len=64, harmony_repeat=3)
+
+    def harmonised_share(dataset):
+        rng = np.random.default_rng(0)
+        batch = dataset.sample(rng, batch_size=400)["tokens"].numpy()
+        return float(np.mean((batch == tk.harmony_id).any(axis=-1)))
+
+    pieces = repeated._piece
+    harmonised = np.array([(tk.harmony_id == repeated._arrays["tokens"][a:b]).any()
+                           for a, b in zip(repeated._arrays["offsets"][:-1], repeated._arrays["offsets"][1:])])
+    assert harmonised.any() and not harmonised.all()  # the fixture has chorales and tunes
+    # Each harmonised piece's items are three times as many; the others' are unchanged.
+    for p, is_harmonised in enumerate(harmonised):
+        assert np.sum(pieces == p) == np.sum(plain._piece == p) * (3 if is_harmonised else 1)
+    assert harmonised_share(repeated) > harmonised_share(plain) + 0.1
+    with pytest.raises(ParameterError, match="harmony_repeat = 0"):
+        TokenDataset(corpus.root, harmony_repeat=0)

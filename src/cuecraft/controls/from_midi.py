@@ -137,7 +137,7 @@ def note_intensity_db(pm, times: np.ndarray, *, window: float = 1.0) -> np.ndarr
     start, end, _, velocity = _notes(pm, drums=True)
     end = np.maximum(end, start + MIN_NOTE_SECONDS)
     energy = _windowed_integral(start, end, (velocity / 127.0) ** 2, times - window / 2, times + window / 2)[:, 0]
-    power = energy / window
+    power = np.maximum(energy / window, 0.0)  # the windowed integral's rounding leaves -1e-17 in silence
     with np.errstate(divide="ignore"):
         db = 10.0 * np.log10(power / REFERENCE_POWER)
     return np.clip(np.nan_to_num(db, nan=-80.0, neginf=-80.0), -80.0, 0.0)

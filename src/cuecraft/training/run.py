@@ -47,7 +47,8 @@ def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLi
     datasets = {split: TokenDataset(data.corpus_dir, split=split, seq_len=data.seq_len, seed=config.train.seed,
                                     augment=data.transpose and split == "train", tokenizer=tokenizer,
                                     velocity_walk=data.velocity_walk,
-                                    texture_thin=data.texture_thin, compound=config.model.compound)
+                                    texture_thin=data.texture_thin, compound=config.model.compound,
+                                    harmony_repeat=data.harmony_repeat if split == "train" else 1)
                 for split in ("train", "validation")}
     for split, dataset in datasets.items():
         if len(dataset) == 0:

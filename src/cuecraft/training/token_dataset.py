@@ -39,7 +39,8 @@ class TokenDataset:
     A crop of ``T = seq_len`` starts at the piece's BOS or at a ``Bar`` token (so its bar
     positions are known), chosen with a generator seeded by ``(seed, epoch, index)``:
     the same item is the same crop until :meth:`set_epoch` changes the epoch. A piece
-    yields ``ceil(len / seq_len)`` items per epoch.
+    yields ``ceil(len / seq_len)`` items per epoch, times ``harmony_repeat`` if it has a harmony
+    voice.
 
     Augmentation (train split by default): a transposition in ``transpose`` semitones,
     drawn among those that keep every pitch in range, moves Pitch tokens, chord roots and
@@ -57,7 +58,8 @@ class TokenDataset:
     def __init__(self, root: str | os.PathLike, *, split: str = "train", seq_len: int = 512, seed: int = 0,
                  augment: bool | None = None, transpose: tuple[int, int] = TRANSPOSE,
                  velocity_shift: tuple[int, int] = VELOCITY_SHIFT, velocity_walk: float = 0.0,
-                 texture_thin: float = 0.0, compound: bool = False, tokenizer=None) -> None:
+                 texture_thin: float = 0.0, compound: bool = False, harmony_repeat: int = 1,
+                 tokenizer=None) -> None:
         from cuecraft.errors import MediaError
         from cuecraft.training.corpus import ARRAYS, default_tokenizer, load_manifest
 
@@ -69,6 +71,8 @@ class TokenDataset:
         for name, chance in (("velocity_walk", velocity_walk), ("texture_thin", texture_thin)):
             if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0.0 <= chance <= 1.0:
                 raise ParameterError(f"{name} = {chance!r}: must be a probability in [0, 1]")
+        if isinstance(harmony_repeat, bool) or not isinstance(harmony_repeat, int) or harmony_repeat < 1:
+            raise ParameterError(f"harmony_repeat = {harmony_repeat!r}: must be an integer >= 1")
         self.manifest = load_manifest(root)
         self.tokenizer = tokenizer or default_tokenizer()
         if self.manifest.tokenizer != self.tokenizer.fingerprint:
@@ -86,6 +90,9 @@ class TokenDataset:
         self._crop_len = seq_len * (SLOTS if self.compound else 1)
         offsets = self._arrays["offsets"]
         crops = np.maximum(1, -(-np.diff(offsets) // self._crop_len))
+        if harmony_repeat > 1:
+            harmony = np.cumsum(np.concatenate([[0], self._arrays["tokens"] == self.tokenizer.harmony_id]))
+            crops = np.where(harmony[offsets[1:]] > harmony[offsets[:-1]], crops * harmony_repeat, crops)
         self._piece = np.repeat(np.arange(len(offsets) - 1), crops)
         tk = self.tokenizer
         self._bars = np.flatnonzero(tk.types[self._arrays["tokens"]] == TYPE_INDEX["Bar"])
