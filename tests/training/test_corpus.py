@@ -68,6 +68,9 @@ def test_rebuild_reuses_the_cache(corpus):
     smaller = build_corpus(corpus.root, collections=("nottingham-dataset",), limit=4, progress=False, workers=1)
     assert len(smaller.pieces) == 2 and smaller.content_hash != corpus.content_hash
     assert sorted(corpus.root.glob("cache/*/*.npz")) == caches
+    # Put the shared fixture back for the tests after this one (from the cache, so cheap).
+    restored = build_corpus(corpus.root, collections=COLLECTIONS, limit=4, progress=False, workers=1)
+    assert restored.content_hash == corpus.content_hash
 
 
 def test_split_is_deterministic_and_about_90_5_5():
