@@ -148,3 +148,22 @@ def test_compound_decoder_feeds_whole_steps_with_their_controls(tokenizer, cfg_s
     expected = np.stack([track.token_features(beats[i], position[i], int(bar_length[i])) for i in starts])
     np.testing.assert_array_equal(np.concatenate(fed_controls), expected)
     assert np.array_equal(ids, generate_tokens(model, tokenizer, controls, seed=2, config=config)[0])
+
+
+def test_a_model_that_has_generated_can_still_train(tokenizer):
+    # Decoding runs under torch.inference_mode; what it leaves on the model (the rotary table)
+    # must not be an inference tensor, or the next training step's backward fails.
+    from cuecraft.controls.features import N_FEATURES
+    from cuecraft.training.loop import lm_loss
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_len=96, guidance_every=2, patch_len=4)
+    model = build_symbolic_lm(cfg, vocab_size=tokenizer.vocab_size).eval()
+    ids, _ = generate_tokens(model, tokenizer, Controls(beat=grid(8)), seed=0)
+    model.train()
+    tokens = torch.from_numpy(ids[None, :48].astype(np.int64))
+    batch = {"tokens": tokens, "controls": torch.zeros(1, tokens.shape[1], N_FEATURES), "presence": torch.zeros(1, 4)}
+    loss = lm_loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -291,9 +291,12 @@ class TokenLM(nn.Module):
         table = self._rope_table
         if table is None or table[0].shape[0] < end or table[0].device != like.device or table[0].dtype != like.dtype:
             size = max(end, 2 * (0 if table is None else table[0].shape[0]), 1024)
-            steps = torch.arange(size, dtype=torch.float32, device=like.device)
-            angles = steps[:, None] * self.inv_freq[None]  # [size, hd/2]
-            table = self._rope_table = (angles.cos().to(like.dtype), angles.sin().to(like.dtype))
+            # Kept between calls, so never an inference tensor: a table grown while decoding under
+            # torch.inference_mode must still serve a later training step.
+            with torch.inference_mode(False):
+                steps = torch.arange(size, dtype=torch.float32, device=like.device)
+                angles = steps[:, None] * self.inv_freq[None]  # [size, hd/2]
+                table = self._rope_table = (angles.cos().to(like.dtype), angles.sin().to(like.dtype))
         return table[0][start:end], table[1][start:end]
 
     def _layer_masks(self, memory_mask) -> list:
