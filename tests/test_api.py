@@ -20,6 +20,7 @@ def children(monkeypatch):
 
     monkeypatch.setattr(parallel, "_Child", Recorded)
     monkeypatch.setattr(symbolic, "is_loaded", lambda path=None: False)
+    monkeypatch.setattr(api, "LONG_VIDEO", 0.0)  # the timeline too, whatever this process drew before
     return names
 
 
@@ -45,3 +46,14 @@ def test_an_error_in_the_analysing_child_is_a_clean_error(small_video, tmp_path,
         api.score(small_video, out=tmp_path / "out.mp4")
     assert children == (["analyze_video"] if parallel.usable_cores() >= 2 else [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.mp4"]  # nothing written
+
+
+def test_a_warm_process_draws_a_short_videos_timeline_itself(small_video, tmp_path, monkeypatch):
+    import matplotlib.backends.backend_agg  # noqa: F401 - as in a process that has drawn before
+
+    names = []
+    monkeypatch.setattr(parallel, "_Child", lambda fn, args, kwargs: names.append(fn.__name__))
+    api.score(small_video, out=tmp_path / "warm.mp4")  # loads the model first if no test has
+    names.clear()
+    written = api.score(small_video, out=tmp_path / "again.mp4")
+    assert names == [] and written["timeline"].stat().st_size > 10_000

@@ -55,6 +55,12 @@ def test_the_childs_prints_do_not_corrupt_its_answer(capfd):
 
 
 @two_cores
+def test_output_of_the_childs_own_children_does_not_corrupt_its_answer(capfd):
+    assert start(os.system, "echo from a grandchild").result() == 0
+    assert "from a grandchild" in capfd.readouterr().err
+
+
+@two_cores
 def test_cancel_ends_the_child():
     handle = start(time.sleep, 60)
     handle.cancel()

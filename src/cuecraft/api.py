@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cuecraft.parallel import start
 
 ANALYSIS_FPS = 24.0      # enough for ±21 ms visual-beat timing, cheap enough for >30x real time
 SAMPLE_RATE = 44100
+LONG_VIDEO = 30.0        # seconds; from here the timeline is drawn in a child even in a warm process
 SIDE_FILES = {"midi": ".mid", "wav": ".wav", "controls": ".controls.json", "timeline": ".timeline.png"}
 
 
@@ -190,8 +192,11 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                            harmony=not melody_only, progress=advance)
         with _progress(4, "rendering", progress) as bar:
             outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
-            # Drawn beside synthesis and muxing: about 0.7 s of a cold run (matplotlib's import).
-            timeline = start(plot_analysis, outputs.temp("timeline"), analysed, final)
+            # Drawn in a child beside synthesis and muxing (about 1 s a minute of video) where that
+            # pays: the child costs its start and matplotlib's import, 0.7 s, which a process that
+            # has drawn before does not pay (0.3 s here).
+            beside = "matplotlib.backends.backend_agg" not in sys.modules or duration >= LONG_VIDEO
+            timeline = start(plot_analysis, outputs.temp("timeline"), analysed, final, in_child=beside)
             try:
                 buffer = _io.BytesIO()
                 midi.write(buffer)

@@ -102,7 +102,10 @@ def _feed(pipe, data: bytes) -> None:
 
 def serve() -> None:
     """The child's side: read the call from stdin, answer on stdout (print goes to stderr)."""
-    answers = sys.stdout.buffer
+    # The answer gets a private copy of the pipe; fd 1 itself now points at stderr, so nothing
+    # the call prints (from Python, C libraries or its own children) can corrupt the answer.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
     sys.path[:] = pickle.load(sys.stdin.buffer)
     try:
@@ -116,7 +119,7 @@ def serve() -> None:
         text = "".join(traceback.format_exception(answer[1])) if not answer[0] else repr(answer[1])
         data = pickle.dumps((False, RuntimeError(f"worker process: {text}")))
     answers.write(data)
-    answers.flush()
+    answers.close()
 
 
 def start(fn, *args, in_child: bool = True, **kwargs):
