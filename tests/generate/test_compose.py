@@ -154,3 +154,22 @@ def test_plan_moves_to_the_key_the_model_wrote_in():
     moved = in_key_of(plan, notes)
     assert (moved.key_root, moved.mode) == (7, "major") and moved.progressions == plan.progressions
     assert in_key_of(plan, []) == plan
+
+
+def test_the_scored_piece_plays_the_intensity_on_the_models_notes_and_leaves_its_music_alone():
+    import pretty_midi
+
+    from cuecraft.generate.compose import with_arrangement
+
+    c = controls()  # intensity rises from -20 to -8 dB
+    music = pretty_midi.PrettyMIDI(initial_tempo=120)
+    for name in ("melody (symbolic model)", "harmony (symbolic model)"):
+        part = pretty_midi.Instrument(program=0, name=name)
+        part.notes = [pretty_midi.Note(velocity=50, pitch=60 + 12 * (name[0] == "m"), start=t, end=t + 0.4)
+                      for t in np.arange(0.0, 8.0, 0.5)]
+        music.instruments.append(part)
+    scored = with_arrangement(music, c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0)
+    melody = next(i for i in scored.instruments if i.name.startswith("melody"))
+    velocities = [n.velocity for n in melody.notes]
+    assert velocities[0] < 50 < velocities[-1] and velocities == sorted(velocities)
+    assert {n.velocity for i in music.instruments for n in i.notes} == {50}  # the model's music is untouched

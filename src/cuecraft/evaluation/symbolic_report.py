@@ -18,8 +18,9 @@ intensity r mostly measures whether the music starts when asked. The "varied" co
 for what a video gives instead: the piece's other controls with an intensity that swings
 +-6 dB around the piece's level over 8 s, from the first second; ``intensity_r_without_controls``
 there is the dropped music measured against the same swing (what chance gives). "varied_scored"
-is the varied music over the arrangement, whose drums and bass follow intensity by rule: what a
-user of ``score`` hears, not a measure of the model.
+is the varied music over the arrangement, whose drums and bass follow intensity by rule, with
+the dynamics layer's velocities on the model's notes (also a rule): what a user of ``score``
+hears, not a measure of the model.
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def evaluate_piece(model, tokenizer, reference, *, seconds: float, seed: int, cf
     the sampling temperature, by default ``score``'s; ``harmony``: open with a harmony voice, as
     ``score`` does), "varied" (the piece's controls with a swinging intensity, :func:`varied_intensity`),
     "scored" and "varied_scored" (the "controls" and "varied" music over the drum/bass arrangement, as
-    ``cuecraft score`` writes it: the arrangement follows intensity whatever the model does), and
+    ``cuecraft score`` writes it: the arrangement and the dynamics layer follow intensity by rule,
+    whatever the model does), and
     "reference": the reference piece itself (decoded from its tokens, so on the same instruments),
     what a model that wrote the reference back would score (the ceiling of the model-alone metrics)."""
     from cuecraft.controls.from_midi import controls_from_midi

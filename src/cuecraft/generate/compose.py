@@ -75,10 +75,16 @@ def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backb
 def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Plan, *, duration: float,
                      seed: int) -> pretty_midi.PrettyMIDI:
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
-    wrote in, with the bass on the model's chords: the piece ``score`` writes."""
+    wrote in, with the bass on the model's chords, and the intensity's changes played as dynamics
+    on the model's notes (``render/dynamics.py``): the piece ``score`` writes."""
     from cuecraft.render.arrange import arrange
 
-    melody, harmony = music.instruments
+    import copy
+
+    from cuecraft.render.dynamics import follow_intensity
+
+    melody, harmony = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
+    follow_intensity([melody, harmony], controls.intensity)
     beats = controls.beat[controls.beat[:, 0] < duration, 0]
     plan = in_key_of(plan, melody.notes + harmony.notes)
     pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords_from_harmony(harmony, beats),
