@@ -82,3 +82,11 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["ran True"]
+
+
+@two_cores
+def test_ctrl_c_is_the_parents_to_handle():
+    import signal
+
+    # The child ignores SIGINT (the parent cancels it on Ctrl-C), so it prints no traceback of its own.
+    assert start(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN

@@ -102,6 +102,10 @@ def _feed(pipe, data: bytes) -> None:
 
 def serve() -> None:
     """The child's side: read the call from stdin, answer on stdout (print goes to stderr)."""
+    import signal
+
+    # Ctrl-C reaches the whole process group; the parent handles it and ends this child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The answer gets a private copy of the pipe; fd 1 itself now points at stderr, so nothing
     # the call prints (from Python, C libraries or its own children) can corrupt the answer.
     answers = os.fdopen(os.dup(1), "wb")
