@@ -191,12 +191,11 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
                            weights=None if weights is None else str(weights), guidance=guidance or 1.0,
                            harmony=not melody_only, progress=advance)
         with _progress(4, "rendering", progress) as bar:
-            outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
-            # Drawn in a child beside synthesis and muxing (about 1 s a minute of video) where that
-            # pays: the child costs its start and matplotlib's import, 0.7 s, which a process that
-            # has drawn before does not pay (0.3 s here).
+            # The timeline is drawn in a child beside synthesis and muxing (about 1 s a minute of
+            # video) where that pays: the child costs its start and matplotlib's import, 0.7 s,
+            # which a process that has drawn before does not pay (0.3 s here).
             beside = "matplotlib.backends.backend_agg" not in sys.modules or duration >= LONG_VIDEO
-            timeline = start(plot_analysis, outputs.temp("timeline"), analysed, final, in_child=beside)
+            timeline = _write_side_files(outputs, analysed, final, in_child=beside)
             try:
                 buffer = _io.BytesIO()
                 midi.write(buffer)
@@ -245,9 +244,11 @@ def plot_analysis(path: Path, analysed: VideoAnalysis, final: Controls) -> None:
                   controls=final)
 
 
-def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls) -> None:
+def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls, *, in_child: bool = False):
+    """Write the controls file and start the timeline plot; returns the plot's handle
+    (:func:`cuecraft.parallel.start`), whose ``result()`` finishes it."""
     outputs.temp("controls").write_text(dumps_controls(final), encoding="utf-8")
-    plot_analysis(outputs.temp("timeline"), analysed, final)
+    return start(plot_analysis, outputs.temp("timeline"), analysed, final, in_child=in_child)
 
 
 def _score_codec(video, outputs: OutputSet, *, info: VideoInfo, controls, reference, seed: int, keep_audio: bool,
@@ -278,7 +279,7 @@ def _score_codec(video, outputs: OutputSet, *, info: VideoInfo, controls, refere
         audio = compose_codec(model, codec, features, final, duration=duration, seed=seed, sampling=sampling,
                               progress=advance)
     write_wav(outputs.temp("wav"), audio, sr=codec.sampling_rate)
-    _write_side_files(outputs, analysed, final)
+    _write_side_files(outputs, analysed, final).result()
     mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=codec.sampling_rate,
               keep_audio=keep_audio, info=analysed.info)
     return outputs.commit()

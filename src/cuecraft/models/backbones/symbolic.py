@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 
 from cuecraft.errors import MediaError
@@ -18,7 +17,12 @@ def load_symbolic(path: str | os.PathLike | None = None):
     also name this tokenizer's fingerprint, so weights trained on another vocabulary are
     refused with a clear error instead of producing noise.
     """
-    return _load(_key(path))
+    key = _key(path)
+    if key not in _LOADED:
+        if len(_LOADED) >= KEEP_LOADED:
+            del _LOADED[next(iter(_LOADED))]  # the oldest
+        _LOADED[key] = _load(key)
+    return _LOADED[key]
 
 
 def is_loaded(path: str | os.PathLike | None = None) -> bool:
@@ -30,10 +34,10 @@ def _key(path: str | os.PathLike | None) -> str:
     return str(Path(path) if path is not None else SHIPPED)
 
 
-_LOADED: set[str] = set()
+KEEP_LOADED = 2  # weights files kept in memory
+_LOADED: dict[str, tuple] = {}
 
 
-@lru_cache(maxsize=2)
 def _load(path: str):
     import torch
 
@@ -56,7 +60,6 @@ def _load(path: str):
     # Leave a core free. On an idle 2-core machine 2 threads decoded 11% faster than 1 (3.44 vs
     # 3.85 ms a token), but with one other busy process they were 4x slower (14.6 vs 3.6 ms).
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) - 1)))
-    _LOADED.add(path)
     return model, tokenizer
 
 
