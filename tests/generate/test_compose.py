@@ -7,7 +7,7 @@ import torch
 from cuecraft.config import ModelConfig
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import MediaError, ParameterError
-from cuecraft.generate.compose import chords_from_harmony, compose
+from cuecraft.generate.compose import chords_from_music, compose, in_key_of
 from cuecraft.generate.plan import make_plan
 from cuecraft.models.backbones.symbolic import load_symbolic
 from cuecraft.models.builders import build_symbolic_lm
@@ -44,14 +44,16 @@ def test_symbolic_compose_adds_model_parts_and_bass_follows_them(weights):
     assert names[:2] == ["drums (arrangement)", "bass (arrangement)"]
     assert "melody (symbolic model)" in names and "harmony (symbolic model)" in names
     assert all(n.end <= 8.0 + 1e-9 for i in pm.instruments for n in i.notes)
-    harmony = pm.instruments[names.index("harmony (symbolic model)")]
-    if harmony.notes:  # the bass plays chord tones of the model's harmony on each beat
-        chords = chords_from_harmony(harmony, c.beat[:, 0])
-        bass = pm.instruments[1]
-        for note in bass.notes:
-            k = int(np.argmin(np.abs(c.beat[:, 0] - note.start)))
-            if chords[k] is not None and abs(c.beat[k, 0] - note.start) < 1e-6:
-                assert note.pitch % 12 in chords[k]
+    melody, harmony = (pm.instruments[names.index(f"{part} (symbolic model)")] for part in ("melody", "harmony"))
+    chords = chords_from_music(melody.notes, harmony.notes, in_key_of(plan, melody.notes + harmony.notes),
+                               c.beat[:, 0], c.beat[:, 1])
+    on_beat = 0  # the bass plays a tone of the chord read off the model's notes on each beat
+    for note in pm.instruments[1].notes:
+        k = int(np.argmin(np.abs(c.beat[:, 0] - note.start)))
+        if chords[k] is not None and abs(c.beat[k, 0] - note.start) < 1e-6:
+            assert note.pitch % 12 in chords[k]
+            on_beat += 1
+    assert on_beat > 0
     again = compose(c, plan, duration=8.0, seed=2, weights=str(weights))
     assert [(n.start, n.pitch) for i in again.instruments for n in i.notes] == \
         [(n.start, n.pitch) for i in pm.instruments for n in i.notes]
@@ -104,13 +106,38 @@ def test_arrangement_backbone_needs_no_model():
         compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, backbone="codec")
 
 
-def test_chords_from_harmony_hand_worked():
+def _notes(*spec):
     import pretty_midi
 
-    inst = pretty_midi.Instrument(program=0)
-    for p in (57, 60, 64):  # A minor triad from 0 to 1 s
-        inst.notes.append(pretty_midi.Note(velocity=80, pitch=p, start=0.0, end=1.0))
-    assert chords_from_harmony(inst, np.array([0.5, 1.5])) == [(9, 0, 4), (9, 0, 4)]  # held after it ends
+    return [pretty_midi.Note(velocity=80, pitch=p, start=a, end=b) for p, a, b in spec]
+
+
+def test_chords_from_music_hand_worked():
+    from cuecraft.generate.plan import Plan
+
+    g_major = Plan(key_root=7, mode="major", sections=(0.0,), progressions=((0,),))
+    times, positions = np.arange(12) * 0.5, np.arange(12) % 4  # three bars of 4/4 at 120 BPM
+    melody = _notes((67, 0.0, 0.5), (71, 0.5, 1.0), (74, 1.0, 2.0),  # bar 1: G B D
+                    (72, 2.0, 3.0), (76, 3.0, 4.0))                   # bar 2: C E (IV, not vi: primary first)
+    chords = chords_from_music(melody, [], g_major, times, positions)
+    assert chords[:4] == [(7, 11, 2)] * 4 and chords[4:8] == [(0, 4, 7)] * 4
+    assert chords[8:] == [None] * 4  # bar 3 is silent: no chord is carried into it
+    # Harmony notes outweigh a melody that passes: A C E held under a melody on B.
+    harmony = _notes((57, 0.0, 2.0), (60, 0.0, 2.0), (64, 0.0, 2.0))
+    assert chords_from_music(_notes((71, 0.0, 2.0)), harmony, g_major, times[:4], positions[:4]) == [(9, 0, 4)] * 4
+    # The bar's second half keeps the chord unless another explains clearly more of it.
+    passing = _notes((67, 0.0, 1.0), (71, 1.0, 1.5), (69, 1.5, 2.0))   # G | B A: G still fits
+    assert chords_from_music(passing, [], g_major, times[:4], positions[:4]) == [(7, 11, 2)] * 4
+    moving = _notes((67, 0.0, 1.0), (74, 1.0, 1.5), (66, 1.5, 2.0))    # G | D F#: the dominant
+    assert chords_from_music(moving, [], g_major, times[:4], positions[:4])[2:] == [(2, 6, 9)] * 2
+    # A minor key offers the major dominant: G# B in A minor.
+    a_minor = Plan(key_root=9, mode="minor", sections=(0.0,), progressions=((0,),))
+    cadence = _notes((68, 0.0, 1.0), (71, 1.0, 2.0))
+    assert chords_from_music(cadence, [], a_minor, times[:4], positions[:4]) == [(4, 8, 11)] * 4
+    # 3/4: one chord per bar.
+    waltz = chords_from_music(_notes((67, 0.0, 0.5), (74, 0.5, 1.0), (66, 1.0, 1.5)), [], g_major,
+                              times[:3], np.arange(3))
+    assert len(set(waltz)) == 1
 
 
 def test_weights_for_another_tokenizer_or_shape_are_refused(weights, tmp_path):

@@ -13,22 +13,63 @@ MELODY_PROGRAM = 73   # flute
 HARMONY_PROGRAM = 0   # piano
 
 
-def chords_from_harmony(harmony: pretty_midi.Instrument, times: np.ndarray) -> list[tuple[int, int, int] | None]:
-    """A (root, third, fifth) per beat from the model's harmony: the lowest sounding note is
-    the root, the third is minor if a minor third sounds above it; None where nothing sounds."""
-    starts = np.array([n.start for n in harmony.notes])
-    ends = np.array([n.end for n in harmony.notes])
-    pitches = np.array([n.pitch for n in harmony.notes])
-    out: list[tuple[int, int, int] | None] = []
-    for t in times:
-        sounding = pitches[(starts <= t + 1e-3) & (ends > t + 1e-3)] if len(pitches) else pitches
-        if len(sounding) == 0:
-            out.append(out[-1] if out else None)
+HARMONY_WEIGHT = 2.0   # a harmony note says more about the chord than a melody note, which may pass
+ONSET_WEIGHT = 1.0     # extra weight, in beats, of a note sounding as its span starts (a strong beat)
+CHANGE_MARGIN = 0.25   # within a bar, the chord changes only if another explains this share more
+_PREFERENCE = {0: 0.12, 4: 0.09, 3: 0.08, 5: 0.02}  # the primary triads first (degree -> bonus)
+
+
+def candidate_chords(plan: Plan) -> list[tuple[tuple[int, int, int], float]]:
+    """The key's diatonic triads with their tie-break bonus; a minor key adds the major dominant
+    (harmonic minor's raised seventh, which minor folk tunes use at cadences)."""
+    out = [(plan.chord(d), _PREFERENCE.get(d, 0.0)) for d in range(7)]
+    if plan.mode == "minor":
+        root = (plan.key_root + 7) % 12
+        out.append(((root, (root + 4) % 12, (root + 7) % 12), 0.07))
+    return out
+
+
+def chords_from_music(melody: list, harmony: list, plan: Plan, times: np.ndarray,
+                      positions: np.ndarray) -> list[tuple[int, int, int] | None]:
+    """One chord per beat read off the model's notes: for each half bar (a whole bar of 2 or 3
+    beats) the triad of ``plan``'s key whose tones sound longest in it (harmony notes count
+    ``HARMONY_WEIGHT`` times, notes sounding at the span's start an extra ``ONSET_WEIGHT``
+    beats). The second half keeps the first's chord unless another explains ``CHANGE_MARGIN``
+    more of it. None for beats of a span where nothing sounds (the arrangement then plays the
+    plan's chord). ``times``: beat times; ``positions``: their positions in the bar (0 = downbeat)."""
+    times = np.asarray(times, dtype=float)
+    positions = np.asarray(positions, dtype=int)
+    if len(times) == 0:
+        return []
+    notes = [(n.start, n.end, n.pitch % 12, 1.0) for n in melody] + \
+            [(n.start, n.end, n.pitch % 12, HARMONY_WEIGHT) for n in harmony]
+    starts, ends, classes, weights = (np.array([n[i] for n in notes], dtype=float).reshape(-1) for i in range(4))
+    beat = float(np.median(np.diff(times))) if len(times) > 1 else 0.5
+    bpb = int(positions.max()) + 1
+    split = bpb // 2 if bpb >= 4 and bpb % 2 == 0 else bpb
+    span_starts = [k for k in range(len(times)) if k == 0 or positions[k] % split == 0 or positions[k] < positions[k - 1]]
+    candidates = candidate_chords(plan)
+    out: list[tuple[int, int, int] | None] = [None] * len(times)
+    previous = None
+    for i, k in enumerate(span_starts):
+        stop = span_starts[i + 1] if i + 1 < len(span_starts) else len(times)
+        t0 = times[k]
+        t1 = times[stop] if stop < len(times) else t0 + (stop - k) * beat
+        overlap = np.clip(np.minimum(ends, t1) - np.maximum(starts, t0), 0.0, None) / beat
+        at_start = (starts <= t0 + 1e-3) & (ends > t0 + 1e-3)
+        w = np.bincount(classes.astype(int), weights=weights * (overlap + ONSET_WEIGHT * at_start), minlength=12)
+        total = float(w.sum())
+        if total <= 0:
+            previous = None
             continue
-        root = int(sounding.min()) % 12
-        classes = {int(p) % 12 for p in sounding}
-        third = (root + 3) % 12 if (root + 3) % 12 in classes else (root + 4) % 12
-        out.append((root, third, (root + 7) % 12))
+        scores = [sum(w[pc] for pc in chord) / total + bonus for chord, bonus in candidates]
+        chord = candidates[int(np.argmax(scores))][0]
+        if previous is not None and positions[k] != 0:
+            kept = sum(w[pc] for pc in previous) / total + dict(candidates).get(previous, 0.0)
+            if max(scores) - kept < CHANGE_MARGIN:
+                chord = previous
+        out[k:stop] = [chord] * (stop - k)
+        previous = chord
     return out
 
 
@@ -77,18 +118,17 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
     wrote in, with the bass on the model's chords, and the intensity's changes played as dynamics
     on the model's notes (``render/dynamics.py``): the piece ``score`` writes."""
-    from cuecraft.render.arrange import arrange
-
     import copy
 
+    from cuecraft.render.arrange import arrange
     from cuecraft.render.dynamics import follow_intensity
 
     melody, harmony = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
     follow_intensity([melody, harmony], controls.intensity)
-    beats = controls.beat[controls.beat[:, 0] < duration, 0]
+    beat = controls.beat[controls.beat[:, 0] < duration]
     plan = in_key_of(plan, melody.notes + harmony.notes)
-    pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords_from_harmony(harmony, beats),
-                 guide=False)
+    chords = chords_from_music(melody.notes, harmony.notes, plan, beat[:, 0], beat[:, 1])
+    pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords, guide=False)
     pm.instruments += [melody, harmony]
     return pm
 

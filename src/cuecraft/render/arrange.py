@@ -32,7 +32,7 @@ BASS_PROGRAM = 33  # Electric Bass (finger), 0-based GM
 GUIDE_PROGRAM = 73  # Flute: a soft lead that states the requested melody
 # Density levels 0..3 start at these dB: sparse, backbeat + 8th hats, 16ths, cymbals.
 LEVEL_THRESHOLDS_DB = (-30.0, -20.0, -12.0)
-AROUSAL_PUSH_DB = 4.0  # full arousal counts as this much louder when choosing density
+AROUSAL_PUSH_DB = 12.0  # arousal +-1 counts as this much louder or quieter when choosing density
 LOUDEST_DB = -6.0  # intensity at and above which velocity is 127
 VELOCITY_DB_SLOPE = 0.7  # velocity (amplitude) dB per control dB; density adds the rest (~0.85 overall)
 _RESOLUTION = 960  # ticks per quarter: keeps written times within ~0.5 ms of the grid
@@ -173,7 +173,7 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
     Parameters
     ----------
     controls : Controls
-        Needs ``beat`` and ``intensity``. ``emotion`` (arousal) nudges the density;
+        Needs ``beat`` and ``intensity``. ``emotion``: arousal moves the density up or down;
         ``melody`` steers the bass's chord choice and is played by a guide track.
     plan : Plan
         Key and per-section progressions (one chord per bar); a crash and a new drum
@@ -219,7 +219,7 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
     db = sample_linear(controls.intensity, times)[:, 0]
     push = np.zeros_like(db)
     if controls.emotion is not None:
-        push = AROUSAL_PUSH_DB * np.clip(sample_linear(controls.emotion, times)[:, 1], 0.0, 1.0)
+        push = AROUSAL_PUSH_DB * np.clip(sample_linear(controls.emotion, times)[:, 1], -1.0, 1.0)
     levels = density_level(db + push)
     velocities = velocity_from_db(db)
     jitter = rng.integers(-3, 4, size=len(times))  # a little life, drawn up front so it is seed-stable
