@@ -31,3 +31,11 @@ def test_shipped_weights_load_with_this_feature_layout():
     # Decoding windows stop at the training crops' length, not at the larger max_len.
     config = load_config(CONFIG)
     assert model.trained_length == config.data.seq_len < model.max_positions
+
+
+def test_loaded_model_decodes_through_transposed_weights():
+    import torch
+
+    model, _ = load_symbolic()
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    assert linears and all("forward" in m.__dict__ for m in linears)
