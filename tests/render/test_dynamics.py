@@ -3,7 +3,7 @@ import numpy as np
 import pretty_midi
 
 from cuecraft.evaluation.adherence import intensity_correlation
-from cuecraft.render.dynamics import follow_intensity
+from cuecraft.render.dynamics import follow_intensity, ride_intensity
 from cuecraft.render.synth import DEFAULT_SOUNDFONT, render_midi
 
 SR = 16000
@@ -59,3 +59,54 @@ def test_the_rendered_music_follows_a_swinging_intensity():
     after = intensity_correlation(times, swing[:, 1], render_midi(pm, sample_rate=SR, soundfont=DEFAULT_SOUNDFONT,
                                                                    duration=16.0), sr=SR)
     assert abs(before) < 0.5 < 0.8 < after
+
+
+def _dense_then_thin(seconds: float = 16.0) -> pretty_midi.PrettyMIDI:
+    """Six-note chords on every beat for the first half, single notes for the second, all at one
+    velocity: by the controls' measure (power adds over sounding notes) the first half is
+    10 log10(6) = 7.8 dB louder."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    flute = pretty_midi.Instrument(program=73)
+    for k in range(int(seconds * 2)):
+        t = k / 2
+        for pitch in ((60, 64, 67, 72, 76, 79) if t < seconds / 2 else (72,)):
+            flute.notes.append(pretty_midi.Note(velocity=64, pitch=pitch, start=t, end=t + 0.45))
+    pm.instruments.append(flute)
+    return pm
+
+
+def test_ride_evens_out_what_the_density_did_under_a_flat_request():
+    from cuecraft.controls.from_midi import note_intensity_db
+
+    pm = _dense_then_thin()
+    flat = np.array([[0.0, -20.0], [16.0, -20.0]])
+    probe = np.array([4.0, 12.0])
+    before = note_intensity_db(pm, probe)
+    ride_intensity(pm, flat)
+    after = note_intensity_db(pm, probe)
+    assert before[0] - before[1] > 7.0
+    assert abs(after[0] - after[1]) < 1.0  # about 3.9 dB each way: within the ride's 6 dB
+    dense = [n.velocity for n in pm.instruments[0].notes if 1.0 < n.start < 7.0]
+    thin = [n.velocity for n in pm.instruments[0].notes if 9.0 < n.start < 15.0]
+    assert max(dense) < 64 < min(thin)  # quieter where dense, louder where thin: the level in between kept
+
+
+def test_ride_follows_a_requested_rise_and_stays_within_its_limit():
+    from cuecraft.controls.from_midi import note_intensity_db
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    pm.instruments.append(steady_melody(velocity=64))
+    rise = np.array([[0.0, -26.0], [16.0, -14.0]])
+    times = np.arange(1.0, 15.0, 0.5)
+    ride_intensity(pm, rise)
+    got = note_intensity_db(pm, times)
+    assert np.corrcoef(got, np.interp(times, rise[:, 0], rise[:, 1]))[0, 1] > 0.95
+    gains_db = 20 * np.log10(np.array([n.velocity for n in pm.instruments[0].notes]) / 64)
+    assert gains_db.min() > -6.5 and gains_db.max() < 6.5 and np.ptp(gains_db) > 8.0
+
+
+def test_ride_leaves_silence_requests_and_missing_controls_alone():
+    for intensity in (None, np.array([[0.0, -80.0], [16.0, -80.0]])):
+        pm = _dense_then_thin()
+        ride_intensity(pm, intensity)
+        assert {n.velocity for n in pm.instruments[0].notes} == {64}

@@ -116,12 +116,13 @@ def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backb
 def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Plan, *, duration: float,
                      seed: int) -> pretty_midi.PrettyMIDI:
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
-    wrote in, with the bass on the model's chords, and the intensity's changes played as dynamics
-    on the model's notes (``render/dynamics.py``): the piece ``score`` writes."""
+    wrote in, with the bass on the model's chords, the intensity's changes played as dynamics on the
+    model's notes, and the whole mix's intensity ridden to the request (``render/dynamics.py``): the
+    piece ``score`` writes."""
     import copy
 
     from cuecraft.render.arrange import arrange
-    from cuecraft.render.dynamics import follow_intensity
+    from cuecraft.render.dynamics import follow_intensity, ride_intensity
 
     melody, harmony = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
     follow_intensity([melody, harmony], controls.intensity)
@@ -130,6 +131,7 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
     chords = chords_from_music(melody.notes, harmony.notes, plan, beat[:, 0], beat[:, 1])
     pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords, guide=False)
     pm.instruments += [melody, harmony]
+    ride_intensity(pm, controls.intensity)
     return pm
 
 

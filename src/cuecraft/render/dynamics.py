@@ -7,6 +7,14 @@ layer does, as the arrangement does for drums and bass: each note's velocity mov
 intensity's distance from its median over the sounding part, at the arrangement's slope.
 The model's own choice of level and texture stays; only the changes around it are added.
 Where the request is silence, the notes fade to the quietest velocity.
+
+:func:`ride_intensity` then closes the loop over the whole mix (model, drums and bass), as
+an engineer rides a fader: the mix's own intensity, measured by the very definition the
+controls use (:func:`~cuecraft.controls.from_midi.note_intensity_db`, velocity and density),
+is compared with the request at each note, and the note's velocity moves by the difference
+(at most ``RIDE_MAX_DB``). The mix keeps its overall level; only its shape is corrected,
+where the notes' density made it stray (a dense passage under a flat request, a thin one
+under a rise). It is written into the MIDI, so the dynamics stay editable.
 """
 from __future__ import annotations
 
@@ -18,6 +26,8 @@ from cuecraft.render.arrange import VELOCITY_DB_SLOPE
 
 SOUNDING_DB = -60.0     # intensity below this is a request for silence, not a level to play around
 MAX_BOOST_DB = 12.0     # the most a note is raised above the model's level, in control dB
+RIDE_WINDOW = 1.0       # seconds the mix's intensity is measured over (the controls' own window)
+RIDE_MAX_DB = 6.0       # the most the fader ride moves a note; more would override the music's own accents
 
 
 def follow_intensity(instruments: list[pretty_midi.Instrument], intensity: np.ndarray | None) -> None:
@@ -42,3 +52,41 @@ def follow_intensity(instruments: list[pretty_midi.Instrument], intensity: np.nd
         gains = 10.0 ** (VELOCITY_DB_SLOPE * change / 20.0)
         for note, gain in zip(instrument.notes, gains):
             note.velocity = int(np.clip(round(note.velocity * gain), 1, 127))
+
+
+def ride_intensity(pm: pretty_midi.PrettyMIDI, intensity: np.ndarray | None, *, max_db: float = RIDE_MAX_DB) -> None:
+    """Move every note's velocity of ``pm``, in place, so its intensity follows ``intensity`` (``[T, 2]``
+    seconds, dB) around the level it has.
+
+    At each note's start the mix's intensity (``note_intensity_db``) is compared with the
+    request; the velocity moves by the difference, less the median difference over the time
+    the notes span (the mix's own level), clipped to ``+-max_db``. Notes where the request is silence or
+    where nothing sounds are left alone. No change without an intensity control.
+    """
+    from cuecraft.controls.from_midi import note_intensity_db
+
+    notes = [note for instrument in pm.instruments for note in instrument.notes]
+    if intensity is None or len(intensity) == 0 or not notes:
+        return
+    starts = np.array([note.start for note in notes])
+    begin, end = float(starts.min()), max(note.end for note in notes)
+
+    def measured(times: np.ndarray) -> np.ndarray:
+        # The measure's window reaches past the music's ends there, which reads as up to 3 dB
+        # quieter: count only the part of the window inside the music.
+        inside = (np.minimum(times + RIDE_WINDOW / 2, end) - np.maximum(times - RIDE_WINDOW / 2, begin)) / RIDE_WINDOW
+        return note_intensity_db(pm, times, window=RIDE_WINDOW) - 10.0 * np.log10(np.clip(inside, 0.5, 1.0))
+
+    # The mix's level: the median difference evenly over time (per note, dense passages would count most).
+    span = np.arange(begin, end, 0.1)
+    produced, requested = measured(span), sample_linear(intensity, span)[:, 0]
+    sounding = (requested > SOUNDING_DB) & (produced > SOUNDING_DB)
+    if not sounding.any():
+        return
+    level = float(np.median(produced[sounding] - requested[sounding]))
+    produced, requested = measured(starts), sample_linear(intensity, starts)[:, 0]
+    sounding = (requested > SOUNDING_DB) & (produced > SOUNDING_DB)
+    change = np.where(sounding, np.clip(requested + level - produced, -max_db, max_db), 0.0)
+    gains = 10.0 ** (change / 20.0)  # the measure is in power of (velocity / 127): velocity dB = measured dB
+    for note, gain in zip(notes, gains):
+        note.velocity = int(np.clip(round(note.velocity * gain), 1, 127))
