@@ -200,3 +200,27 @@ def test_the_scored_piece_plays_the_intensity_on_the_models_notes_and_leaves_its
     velocities = [n.velocity for n in melody.notes]
     assert velocities[0] < 50 < velocities[-1] and velocities == sorted(velocities)
     assert {n.velocity for i in music.instruments for n in i.notes} == {50}  # the model's music is untouched
+
+
+def test_a_calm_request_thins_the_kit_until_the_scored_piece_reads_calm():
+    import pretty_midi
+
+    from cuecraft.controls.from_midi import estimate_emotion
+    from cuecraft.generate.compose import with_arrangement
+
+    beats = np.arange(0.0, 16.0, 0.5)
+    music = pretty_midi.PrettyMIDI(initial_tempo=120)
+    for name, pitch in (("melody (symbolic model)", 72), ("harmony (symbolic model)", 60)):
+        part = pretty_midi.Instrument(program=0, name=name)
+        part.notes = [pretty_midi.Note(velocity=60, pitch=pitch, start=t, end=t + 0.45) for t in beats]
+        music.instruments.append(part)
+    loud = dict(beat=np.stack([beats, np.arange(len(beats)) % 4], axis=1), intensity=[[0.0, -14.0], [16.0, -14.0]],
+                duration=16.0)
+    calm = Controls(**loud, emotion=[[0.0, 0.2, -0.4], [16.0, 0.2, -0.4]])
+    plan = make_plan(calm, cuts=[], duration=16.0, seed=0)
+    plain = with_arrangement(music, Controls(**loud), plan, duration=16.0, seed=0)
+    scored = with_arrangement(music, calm, plan, duration=16.0, seed=0)
+    probe = np.arange(2.0, 14.0, 0.5)
+    assert (estimate_emotion(plain, probe)[:, 1] > 0).mean() > 0.8  # the kit alone makes it read aroused
+    assert (estimate_emotion(scored, probe)[:, 1] < 0).mean() > 0.8
+    assert len(scored.instruments[0].notes) < len(plain.instruments[0].notes) / 2

@@ -110,3 +110,44 @@ def test_ride_leaves_silence_requests_and_missing_controls_alone():
         pm = _dense_then_thin()
         ride_intensity(pm, intensity)
         assert {n.velocity for n in pm.instruments[0].notes} == {64}
+
+
+def _grid(seconds: float = 16.0, period: float = 0.5):
+    times = np.arange(0.0, seconds, period)
+    return times, np.arange(len(times)) % 4
+
+
+def test_arousal_shift_thins_a_busy_calm_bar_and_fills_a_flat_excited_one():
+    from cuecraft.render.dynamics import arousal_level_shift
+
+    times, positions = _grid()
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    busy = pretty_midi.Instrument(program=73)  # sixteenths for 8 s (reads aroused), then one note a bar
+    for k in range(64):
+        busy.notes.append(pretty_midi.Note(velocity=100, pitch=72, start=k / 8, end=k / 8 + 0.1))
+    for t in np.arange(8.0, 16.0, 2.0):
+        busy.notes.append(pretty_midi.Note(velocity=40, pitch=60, start=t, end=t + 1.9))
+    pm.instruments.append(busy)
+    calm_then_excited = np.array([[0.0, 0.0, -0.5], [16.0, 0.0, -0.5]])
+    shift = arousal_level_shift(pm, calm_then_excited, times, positions)
+    assert set(shift[(times > 2) & (times < 6)]) == {-1}  # busy bars asked to be calm: thinner
+    assert set(shift[times >= 10]) == {0}  # calm bars asked to be calm: left alone
+    excited = np.array([[0.0, 0.0, 0.5], [16.0, 0.0, 0.5]])
+    shift = arousal_level_shift(pm, excited, times, positions)
+    assert set(shift[(times > 2) & (times < 6)]) == {0} and set(shift[times >= 10]) == {1}
+    neutral = np.array([[0.0, 0.0, -0.02], [16.0, 0.0, 0.02]])
+    assert not arousal_level_shift(pm, neutral, times, positions).any()
+    assert not arousal_level_shift(pm, None, times, positions).any()
+
+
+def test_level_shift_thins_the_kit():
+    from cuecraft.controls.schema import Controls
+    from cuecraft.generate.plan import make_plan
+    from cuecraft.render.arrange import arrange
+
+    times, positions = _grid(8.0)
+    c = Controls(beat=np.stack([times, positions], axis=1), intensity=[[0.0, -14.0], [8.0, -14.0]], duration=8.0)
+    plan = make_plan(c, cuts=[], duration=8.0, seed=0)
+    drums = [len(arrange(c, plan, duration=8.0, seed=0, level_shift=np.full(len(times), s)).instruments[0].notes)
+             for s in (0, -1, -2)]
+    assert drums[0] > drums[1] > drums[2]

@@ -16,6 +16,7 @@ HARMONY_PROGRAM = 0   # piano
 HARMONY_WEIGHT = 2.0   # a harmony note says more about the chord than a melody note, which may pass
 ONSET_WEIGHT = 1.0     # extra weight, in beats, of a note sounding as its span starts (a strong beat)
 CHANGE_MARGIN = 0.25   # within a bar, the chord changes only if another explains this share more
+AROUSAL_ROUNDS = 4     # arrangements tried while a bar's arousal reads against the request
 _PREFERENCE = {0: 0.12, 4: 0.09, 3: 0.08, 5: 0.02}  # the primary triads first (degree -> bonus)
 
 
@@ -117,21 +118,28 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
                      seed: int) -> pretty_midi.PrettyMIDI:
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
     wrote in, with the bass on the model's chords, the intensity's changes played as dynamics on the
-    model's notes, and the whole mix's intensity ridden to the request (``render/dynamics.py``): the
-    piece ``score`` writes."""
+    model's notes, the whole mix's intensity ridden to the request, and the drums thinned (or
+    filled) where a bar's arousal reads against the request (``render/dynamics.py``): the piece
+    ``score`` writes."""
     import copy
 
     from cuecraft.render.arrange import arrange
-    from cuecraft.render.dynamics import follow_intensity, ride_intensity
+    from cuecraft.render.dynamics import arousal_level_shift, follow_intensity, ride_intensity
 
-    melody, harmony = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
-    follow_intensity([melody, harmony], controls.intensity)
+    model_parts = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
+    follow_intensity(model_parts, controls.intensity)
     beat = controls.beat[controls.beat[:, 0] < duration]
-    plan = in_key_of(plan, melody.notes + harmony.notes)
-    chords = chords_from_music(melody.notes, harmony.notes, plan, beat[:, 0], beat[:, 1])
-    pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords, guide=False)
-    pm.instruments += [melody, harmony]
-    ride_intensity(pm, controls.intensity)
+    plan = in_key_of(plan, [note for part in model_parts for note in part.notes])
+    chords = chords_from_music(model_parts[0].notes, model_parts[1].notes, plan, beat[:, 0], beat[:, 1])
+    shift = np.zeros(len(beat), dtype=int)
+    for _ in range(AROUSAL_ROUNDS):
+        pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords, guide=False, level_shift=shift)
+        pm.instruments += copy.deepcopy(model_parts)
+        ride_intensity(pm, controls.intensity)
+        more = arousal_level_shift(pm, controls.emotion, beat[:, 0], beat[:, 1])
+        if not more.any() or np.array_equal(np.clip(shift + more, -3, 3), shift):
+            break
+        shift = np.clip(shift + more, -3, 3)
     return pm
 
 

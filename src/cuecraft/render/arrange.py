@@ -167,7 +167,8 @@ def _finish(notes: list[tuple[float, int, float, float]], *, duration: float, le
 
 
 def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
-            chords: Sequence[tuple[int, int, int] | None] | None = None, guide: bool = True) -> pretty_midi.PrettyMIDI:
+            chords: Sequence[tuple[int, int, int] | None] | None = None, guide: bool = True,
+            level_shift: np.ndarray | None = None) -> pretty_midi.PrettyMIDI:
     """Drums and bass (and a melody guide) on the beat grid, following intensity and the plan.
 
     Parameters
@@ -188,6 +189,10 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
         harmony); a None entry falls back to the plan's chord for that beat.
     guide : bool
         Play the melody control with a guide voice (off when a model writes the melody).
+    level_shift : per beat int, or None
+        Density levels to add to those intensity and arousal choose (the result stays in
+        0-3): how a caller thins or fills the kit where the whole piece needs it
+        (``render/dynamics.arousal_level_shift``).
 
     Returns
     -------
@@ -221,6 +226,11 @@ def arrange(controls: Controls, plan: Plan, *, duration: float, seed: int,
     if controls.emotion is not None:
         push = AROUSAL_PUSH_DB * np.clip(sample_linear(controls.emotion, times)[:, 1], -1.0, 1.0)
     levels = density_level(db + push)
+    if level_shift is not None:
+        level_shift = np.asarray(level_shift)
+        if level_shift.shape != levels.shape:
+            raise ParameterError(f"level_shift has shape {level_shift.shape}, need one per beat {levels.shape}")
+        levels = np.clip(levels + level_shift.astype(int), 0, len(LEVEL_THRESHOLDS_DB))
     velocities = velocity_from_db(db)
     jitter = rng.integers(-3, 4, size=len(times))  # a little life, drawn up front so it is seed-stable
 

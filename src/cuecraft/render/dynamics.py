@@ -1,4 +1,5 @@
-"""Dynamics for the model's notes: the intensity control's rise and fall, played by rule.
+"""Dynamics and arousal of the scored piece: the intensity's rise and fall played by rule, then
+the whole mix checked against intensity and arousal by the controls' own measures.
 
 The training corpus has no dynamics (a piece stays within about 1 dB of one level once it
 sounds), so the symbolic model learns the *level* of a request, through its velocity tokens
@@ -15,6 +16,13 @@ is compared with the request at each note, and the note's velocity moves by the 
 (at most ``RIDE_MAX_DB``). The mix keeps its overall level; only its shape is corrected,
 where the notes' density made it stray (a dense passage under a flat request, a thin one
 under a rise). It is written into the MIDI, so the dynamics stay editable.
+
+:func:`arousal_level_shift` closes the same kind of loop for arousal: the drum kit's density
+(chosen from intensity, pushed by arousal) can make a calm request sound busy, or leave an
+excited one flat, once the model's notes are over it. It reads the arousal of each bar of the
+finished mix with the controls' own estimator (``controls/from_midi.estimate_emotion``, the
+definition the model was trained with) and asks for one density level less where a calm bar
+reads as aroused, one more where an aroused bar reads as calm.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ SOUNDING_DB = -60.0     # intensity below this is a request for silence, not a l
 MAX_BOOST_DB = 12.0     # the most a note is raised above the model's level, in control dB
 RIDE_WINDOW = 1.0       # seconds the mix's intensity is measured over (the controls' own window)
 RIDE_MAX_DB = 6.0       # the most the fader ride moves a note; more would override the music's own accents
+AROUSAL_DEADBAND = 0.05  # requests this close to neutral are not corrected
 
 
 def follow_intensity(instruments: list[pretty_midi.Instrument], intensity: np.ndarray | None) -> None:
@@ -60,8 +69,8 @@ def ride_intensity(pm: pretty_midi.PrettyMIDI, intensity: np.ndarray | None, *, 
 
     At each note's start the mix's intensity (``note_intensity_db``) is compared with the
     request; the velocity moves by the difference, less the median difference over the time
-    the notes span (the mix's own level), clipped to ``+-max_db``. Notes where the request is silence or
-    where nothing sounds are left alone. No change without an intensity control.
+    the notes span (the mix's own level), clipped to ``+-max_db``. Notes where the request is
+    silence or where nothing sounds are left alone. No change without an intensity control.
     """
     from cuecraft.controls.from_midi import note_intensity_db
 
@@ -90,3 +99,26 @@ def ride_intensity(pm: pretty_midi.PrettyMIDI, intensity: np.ndarray | None, *, 
     gains = 10.0 ** (change / 20.0)  # the measure is in power of (velocity / 127): velocity dB = measured dB
     for note, gain in zip(notes, gains):
         note.velocity = int(np.clip(round(note.velocity * gain), 1, 127))
+
+
+def arousal_level_shift(pm: pretty_midi.PrettyMIDI, emotion: np.ndarray | None, beat_times: np.ndarray,
+                        positions: np.ndarray) -> np.ndarray:
+    """Per beat, -1, 0 or +1 density levels: -1 through a bar whose requested arousal is calm
+    (below ``-AROUSAL_DEADBAND``) but whose arousal in ``pm`` reads as positive, +1 through a bar
+    asked to be aroused that reads as calm, else 0. ``emotion``: the ``[T, 3]`` control (seconds,
+    valence, arousal); ``beat_times``, ``positions``: the beats the arrangement played on."""
+    from cuecraft.controls.from_midi import estimate_emotion
+
+    beat_times = np.asarray(beat_times, dtype=float)
+    if emotion is None or len(emotion) == 0 or len(beat_times) == 0:
+        return np.zeros(len(beat_times), dtype=int)
+    bar = np.cumsum(np.asarray(positions) == 0) - 1  # a pickup before the first downbeat is bar -1
+    ends = np.append(beat_times[1:], 2 * beat_times[-1] - beat_times[-2] if len(beat_times) > 1 else beat_times[-1] + 0.5)
+    bars, first = np.unique(bar, return_index=True)
+    last = np.append(first[1:], len(bar)) - 1
+    centres = (beat_times[first] + ends[last]) / 2
+    wanted = sample_linear(emotion, centres)[:, 1]
+    heard = estimate_emotion(pm, centres)[:, 1]
+    change = np.where((wanted < -AROUSAL_DEADBAND) & (heard > 0), -1, 0) \
+        + np.where((wanted > AROUSAL_DEADBAND) & (heard < 0), 1, 0)  # [bars]
+    return change[np.searchsorted(bars, bar)]
