@@ -132,10 +132,10 @@ def test_rotary_table_equals_angles_computed_per_call_and_grows():
     x = torch.zeros(1, 3, 32)
     cos, sin = model._rotary(5, 3, x)
     angles = torch.arange(5, 8, dtype=torch.float32)[:, None] * model.inv_freq[None]
-    assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())
+    assert torch.equal(cos, angles.cos().repeat(1, 2)) and torch.equal(sin, torch.cat([-angles.sin(), angles.sin()], 1))
     cos, sin = model._rotary(1500, 2, x)  # past the first table: it grows, positions stay exact
     angles = torch.arange(1500, 1502, dtype=torch.float32)[:, None] * model.inv_freq[None]
-    assert torch.equal(cos, angles.cos()) and torch.equal(sin, angles.sin())
+    assert torch.equal(cos, angles.cos().repeat(1, 2)) and torch.equal(sin, torch.cat([-angles.sin(), angles.sin()], 1))
     assert model._rotary(0, 2, x.double())[0].dtype == torch.float64
 
 
@@ -220,3 +220,13 @@ def test_bad_call_arguments():
     with pytest.raises(ParameterError, match="3 query rows, need at least 5"):
         masked(torch.zeros(1, 1, 5, dtype=torch.long), memory=torch.zeros(1, 2, 32),
                memory_mask=torch.ones(3, 2, dtype=torch.bool))
+
+
+def test_rotate_gives_the_same_floats_as_rotating_each_half():
+    from cuecraft.models.blocks import rope_halves, rotate
+
+    x = torch.randn(2, 4, 7, 16)
+    angles = torch.arange(7, dtype=torch.float32)[:, None] * (1.0 / 10000 ** (torch.arange(0, 16, 2) / 16))[None]
+    x1, x2 = x.chunk(2, dim=-1)
+    expected = torch.cat([x1 * angles.cos() - x2 * angles.sin(), x1 * angles.sin() + x2 * angles.cos()], dim=-1)
+    assert torch.equal(rotate(x, *rope_halves(angles)), expected)

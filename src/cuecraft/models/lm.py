@@ -25,6 +25,7 @@ from cuecraft.models.blocks import (
     FirstTokenConditioning,
     KVCache,
     SelfAttention,
+    rope_halves,
     sinusoidal_table,
 )
 
@@ -282,7 +283,8 @@ class TokenLM(nn.Module):
         return torch.stack([self.heads[k](x if k == 0 else conditioned) for k in heads], dim=1)
 
     def _rotary(self, start: int, length: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary ``cos, sin`` ``[length, hd/2]`` of positions ``start ..``, from a table grown on demand.
+        """Rotary ``cos, sin`` ``[length, hd]`` (:func:`~cuecraft.models.blocks.rope_halves`) of positions
+        ``start ..``, from a table grown on demand.
 
         The table holds exactly what computing the angles per call gives (the same float ops per
         position); decoding one token then costs a slice instead of five small ops.
@@ -296,7 +298,7 @@ class TokenLM(nn.Module):
             with torch.inference_mode(False):
                 steps = torch.arange(size, dtype=torch.float32, device=like.device)
                 angles = steps[:, None] * self.inv_freq[None]  # [size, hd/2]
-                table = self._rope_table = (angles.cos().to(like.dtype), angles.sin().to(like.dtype))
+                table = self._rope_table = tuple(t.to(like.dtype) for t in rope_halves(angles))
         return table[0][start:end], table[1][start:end]
 
     def _layer_masks(self, memory_mask) -> list:
