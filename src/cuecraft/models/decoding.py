@@ -37,7 +37,9 @@ def use_transposed_weights(model: nn.Module) -> nn.Module:
     memory. Returns ``model``.
     """
     for module in model.modules():
-        if type(module) is nn.Linear and "forward" not in module.__dict__:
+        # Subclasses that only change the initialisation (guidance's ZeroLinear) compute the same.
+        if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward \
+                and "forward" not in module.__dict__:
             module._transposed = None
             module.forward = types.MethodType(_transposed_forward, module)
     return model
