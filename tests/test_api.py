@@ -14,9 +14,9 @@ def children(monkeypatch):
     names = []
 
     class Recorded(parallel._Child):
-        def __init__(self, fn, args, kwargs):
+        def __init__(self, fn, args, kwargs, **options):
             names.append(fn.__name__)
-            super().__init__(fn, args, kwargs)
+            super().__init__(fn, args, kwargs, **options)
 
     monkeypatch.setattr(parallel, "_Child", Recorded)
     monkeypatch.setattr(symbolic, "is_loaded", lambda path=None: False)
@@ -27,10 +27,10 @@ def children(monkeypatch):
 @pytest.mark.skipif(parallel.usable_cores() < 2, reason="a child process is used only with 2 cores")
 def test_cold_scoring_in_two_processes_writes_the_same_files(small_video, tmp_path, children, monkeypatch):
     two = api.score(small_video, out=tmp_path / "two.mp4", seed=3)
-    assert children == ["analyze_video", "plot_analysis"]
+    assert children == ["analyze_video", "plot_analysis", "mux_streamed"]
     monkeypatch.setenv(parallel.SINGLE_PROCESS_ENV, "1")
     one = api.score(small_video, out=tmp_path / "one.mp4", seed=3)
-    assert children == ["analyze_video", "plot_analysis"]  # no more children
+    assert children == ["analyze_video", "plot_analysis", "mux_streamed"]  # no more children
     for name in ("midi", "wav", "controls"):
         assert two[name].read_bytes() == one[name].read_bytes(), name
     assert two["timeline"].stat().st_size > 10_000 and two["video"].stat().st_size > 10_000
@@ -52,8 +52,30 @@ def test_a_warm_process_draws_a_short_videos_timeline_itself(small_video, tmp_pa
     import matplotlib.backends.backend_agg  # noqa: F401 - as in a process that has drawn before
 
     names = []
-    monkeypatch.setattr(parallel, "_Child", lambda fn, args, kwargs: names.append(fn.__name__))
+    # A recorded child is no child: the work falls back to this process.
+    monkeypatch.setattr(parallel, "_Child", lambda fn, args, kwargs, **options: names.append(fn.__name__))
     api.score(small_video, out=tmp_path / "warm.mp4")  # loads the model first if no test has
     names.clear()
     written = api.score(small_video, out=tmp_path / "again.mp4")
-    assert names == [] and written["timeline"].stat().st_size > 10_000
+    assert "plot_analysis" not in names and written["timeline"].stat().st_size > 10_000
+
+
+@pytest.mark.skipif(parallel.usable_cores() < 2, reason="a child process is used only with 2 cores")
+def test_a_failure_while_the_music_streams_to_the_muxing_child_leaves_nothing(small_video, tmp_path, children,
+                                                                               monkeypatch):
+    import numpy as np
+
+    from cuecraft.errors import ParameterError
+    from cuecraft.render import synth
+
+    def one_block_then_nan(pm, **kwargs):
+        yield np.zeros((44100, 2), np.float32)
+        yield np.full((44100, 2), np.nan, np.float32)
+
+    monkeypatch.setattr(synth, "render_blocks", one_block_then_nan)
+    out = tmp_path / "out" / "scored.mp4"
+    out.parent.mkdir()
+    with pytest.raises(ParameterError, match="NaN"):
+        api.score(small_video, out=out)
+    assert "mux_streamed" in children
+    assert list(out.parent.iterdir()) == []  # no output, no temporary file

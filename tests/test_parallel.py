@@ -9,7 +9,7 @@ import pytest
 
 from cuecraft import parallel
 from cuecraft.errors import ParameterError
-from cuecraft.parallel import SINGLE_PROCESS_ENV, start
+from cuecraft.parallel import SINGLE_PROCESS_ENV, start, stream
 
 two_cores = pytest.mark.skipif(parallel.usable_cores() < 2, reason="a child process is used only with 2 cores")
 
@@ -90,3 +90,27 @@ def test_ctrl_c_is_the_parents_to_handle():
 
     # The child ignores SIGINT (the parent cancels it on Ctrl-C), so it prints no traceback of its own.
     assert start(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+
+
+@two_cores
+def test_a_stream_passes_every_item_and_the_caller_sees_them_too():
+    handle = stream(sum, 1000)
+    seen = list(handle.send_all(range(100)))
+    assert seen == list(range(100))
+    assert handle.result() == 1000 + sum(range(100))
+
+
+@two_cores
+def test_a_call_that_fails_mid_stream_neither_hangs_nor_loses_its_error():
+    from cuecraft.checks import seed
+
+    handle = stream(seed)  # fails at once on its first argument, the stream
+    big = [bytes(1_000_000)] * 20  # far more than the pipe holds: the child must read it all
+    assert len(list(handle.send_all(big))) == 20
+    with pytest.raises(ParameterError):
+        handle.result()
+
+
+def test_no_stream_child_when_disabled(monkeypatch):
+    monkeypatch.setenv(SINGLE_PROCESS_ENV, "1")
+    assert stream(sum) is None

@@ -11,7 +11,7 @@ from cuecraft.controls.schema import Controls, dumps_controls, load_controls
 from cuecraft.errors import OutputError, ParameterError
 from cuecraft.io.files import OutputSet
 from cuecraft.io.video import VideoInfo, probe
-from cuecraft.parallel import start
+from cuecraft.parallel import start, stream
 
 ANALYSIS_FPS = 24.0      # enough for ±21 ms visual-beat timing, cheap enough for >30x real time
 SAMPLE_RATE = 44100
@@ -178,41 +178,51 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         from cuecraft.generate.compose import compose
         from cuecraft.generate.plan import make_plan
         from cuecraft.io.audio import write_wav_blocks
-        from cuecraft.io.mux import mux_music
+        from cuecraft.io.mux import mux_music, mux_streamed
         from cuecraft.render.synth import render_blocks
 
         final = resolve_controls(analysed, controls=controls, reference=reference)
         duration = analysed.info.duration
         plan = make_plan(final, cuts=analysed.visual.cuts, duration=duration, seed=seed)
-        with _progress(None, "composing", progress) as bar:
-            def advance(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
+        # Side work starts before the music is written, on the core generation leaves free: the
+        # timeline is drawn in a child (about 1 s a minute of video, plus 0.7 s for the child's
+        # start and matplotlib's import, which a process that has drawn before does not pay), and
+        # a second child starts, to encode the music as AAC block by block while it is synthesised.
+        beside = "matplotlib.backends.backend_agg" not in sys.modules or duration >= LONG_VIDEO
+        timeline = _write_side_files(outputs, analysed, final, in_child=beside)
+        muxer = stream(mux_streamed, analysed.info.path, outputs.temp("video"), sr=SAMPLE_RATE,
+                       keep_audio=keep_audio, info=analysed.info)
+        try:
+            with _progress(None, "composing", progress) as bar:
+                def advance(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
 
-            midi = compose(final, plan, duration=duration, seed=seed, backbone=backbone,
-                           weights=None if weights is None else str(weights), guidance=guidance or 1.0,
-                           harmony=not melody_only, progress=advance)
-        with _progress(4, "rendering", progress) as bar:
-            # The timeline is drawn in a child beside synthesis and muxing (about 1 s a minute of
-            # video) where that pays: the child costs its start and matplotlib's import, 0.7 s,
-            # which a process that has drawn before does not pay (0.3 s here).
-            beside = "matplotlib.backends.backend_agg" not in sys.modules or duration >= LONG_VIDEO
-            timeline = _write_side_files(outputs, analysed, final, in_child=beside)
-            try:
+                midi = compose(final, plan, duration=duration, seed=seed, backbone=backbone,
+                               weights=None if weights is None else str(weights), guidance=guidance or 1.0,
+                               harmony=not melody_only, progress=advance)
+            with _progress(4, "rendering", progress) as bar:
                 buffer = _io.BytesIO()
                 midi.write(buffer)
                 outputs.temp("midi").write_bytes(buffer.getvalue())
                 bar.update(1)
                 music = render_blocks(midi, sample_rate=SAMPLE_RATE, soundfont=soundfont, duration=duration)
-                write_wav_blocks(outputs.temp("wav"), music, sr=SAMPLE_RATE)
-                bar.update(1)
-                mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
-                          keep_audio=keep_audio, info=analysed.info)
+                if muxer is not None:
+                    write_wav_blocks(outputs.temp("wav"), muxer.send_all(music), sr=SAMPLE_RATE)
+                    bar.update(1)
+                    muxer.result()
+                else:
+                    write_wav_blocks(outputs.temp("wav"), music, sr=SAMPLE_RATE)
+                    bar.update(1)
+                    mux_music(analysed.info.path, outputs.temp("wav"), outputs.temp("video"), sr=SAMPLE_RATE,
+                              keep_audio=keep_audio, info=analysed.info)
                 bar.update(2)
                 timeline.result()
                 bar.update(1)
-            finally:
-                timeline.cancel()
+        finally:
+            timeline.cancel()
+            if muxer is not None:
+                muxer.cancel()
         return outputs.commit()
 
 

@@ -10,6 +10,10 @@ thread pools can deadlock, and the child needs none of the parent's state.
 exception in the parent (a :class:`~cuecraft.errors.CuecraftError` keeps its class and
 one-line message, so the CLI's exit code 2 still applies). With one usable core it runs the
 call in-process, when :meth:`result` is asked for, so the order of work is as it was.
+
+:func:`stream` starts a call that takes a stream of items as they are made: ``score`` has a
+child encode the music as AAC while it synthesises the next block (ffmpeg's encoder and the
+synthesiser both hold the GIL, so threads took turns: 1.04 s against 0.99 s one after the other).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pickle
 import sys
 import threading
 import traceback
+from typing import Iterable, Iterator
 
 SINGLE_PROCESS_ENV = "CUECRAFT_SINGLE_PROCESS"
 
@@ -52,7 +57,7 @@ class _Child:
     over the child's stdin and stdout, a pipe between two processes of this package.
     """
 
-    def __init__(self, fn, args, kwargs) -> None:
+    def __init__(self, fn, args, kwargs, *, stream: bool = False) -> None:
         import subprocess
 
         self._process = subprocess.Popen([sys.executable, "-c", "from cuecraft.parallel import serve; serve()"],
@@ -60,14 +65,33 @@ class _Child:
         self._done = False
         try:
             # sys.path first, so that the child can import fn's module
-            request = pickle.dumps(list(sys.path)) + pickle.dumps((fn, args, kwargs))
+            request = pickle.dumps(list(sys.path)) + pickle.dumps((fn, args, kwargs, stream))
         except BaseException:
             self.cancel()
             raise
         # Written from a thread: a request larger than the pipe's buffer would otherwise hold the
         # caller until the child has started and imported what it needs to read it.
-        self._feeder = threading.Thread(target=_feed, args=(self._process.stdin, request), daemon=True)
+        self._feeder = threading.Thread(target=_feed, args=(self._process.stdin, request, not stream), daemon=True)
         self._feeder.start()
+
+    def send_all(self, items: Iterable) -> Iterator:
+        """Yield ``items`` after sending each to the call's stream (see :func:`stream`); the stream
+        ends when they do. Nothing more is sent once the child has stopped reading."""
+        self._feeder.join()
+        pipe = self._process.stdin
+        for item in items:
+            if not pipe.closed:
+                try:
+                    pipe.write(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+                except OSError:  # the child ended; result() says why
+                    pipe.close()
+            yield item
+        if not pipe.closed:
+            try:
+                pipe.write(pickle.dumps(_END))
+                pipe.close()
+            except OSError:
+                pass
 
     def result(self):
         try:
@@ -92,12 +116,51 @@ class _Child:
             self._process.stdout.close()
 
 
-def _feed(pipe, data: bytes) -> None:
+def _feed(pipe, data: bytes, close: bool) -> None:
     try:
         pipe.write(data)
-        pipe.close()
+        pipe.flush()
+        if close:
+            pipe.close()
     except OSError:  # the child was cancelled or died; result() reports it
         pass
+
+
+_END = "cuecraft.parallel: end of stream"
+
+
+STREAM_AHEAD = 8  # items a child reads ahead of its call: the parent does not wait while the call works
+
+
+def _incoming(pipe) -> Iterator:
+    """The objects the parent streams to this child, up to the end marker.
+
+    A thread reads them as they come, up to ``STREAM_AHEAD`` ahead of the call: read only when
+    the call asks, the pipe would hold the parent until the call had finished the last item,
+    and the two processes would take turns instead of working at once.
+    """
+    import queue
+
+    ahead: queue.Queue = queue.Queue(maxsize=STREAM_AHEAD)
+
+    def read() -> None:
+        try:
+            while True:
+                item = pickle.load(pipe)
+                ahead.put(item)
+                if isinstance(item, str) and item == _END:
+                    return
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:  # the parent ended or cancelled
+            ahead.put(exc)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        item = ahead.get()
+        if isinstance(item, str) and item == _END:
+            return
+        if isinstance(item, BaseException):
+            raise RuntimeError(f"the stream from the parent process broke ({item!r})")
+        yield item
 
 
 def serve() -> None:
@@ -112,11 +175,15 @@ def serve() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     sys.path[:] = pickle.load(sys.stdin.buffer)
+    fn, args, kwargs, streamed = pickle.load(sys.stdin.buffer)
+    items = _incoming(sys.stdin.buffer) if streamed else None
     try:
-        fn, args, kwargs = pickle.load(sys.stdin.buffer)
-        answer = (True, fn(*args, **kwargs))
+        answer = (True, fn(items, *args, **kwargs) if streamed else fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         answer = (False, exc)
+    if items is not None:  # a call that failed mid-stream: read the rest, or the parent would wait to write
+        for _ in items:
+            pass
     try:
         data = pickle.dumps(answer)
     except Exception:  # an unpicklable value or exception: send its traceback as text
@@ -126,11 +193,32 @@ def serve() -> None:
     answers.close()
 
 
+def _children_allowed() -> bool:
+    return usable_cores() >= 2 and bool(sys.executable) and os.environ.get(SINGLE_PROCESS_ENV) != "1"
+
+
+def stream(fn, *args, **kwargs):
+    """``fn(items, *args, **kwargs)`` in a child process that starts now, or None where
+    :func:`start` would not use a child (the caller then does the work itself).
+
+    ``items`` are what the caller passes through ``handle.send_all(items)``, a generator that
+    yields each item after sending it, so the caller can use it too (e.g. write a file of the
+    same blocks) while the child works on it; ``handle.result()`` then waits for the call.
+    Pickling rules are those of :func:`start`; the items must be picklable too.
+    """
+    if _children_allowed():
+        try:
+            return _Child(fn, args, kwargs, stream=True)
+        except OSError:
+            pass
+    return None
+
+
 def start(fn, *args, in_child: bool = True, **kwargs):
     """``fn(*args, **kwargs)`` in a child process when ``in_child`` and two cores are usable
     (and ``CUECRAFT_SINGLE_PROCESS=1`` is not set), else in-process at :meth:`result`. ``fn``
     must be importable (a module-level function), its arguments and result picklable."""
-    if in_child and usable_cores() >= 2 and sys.executable and os.environ.get(SINGLE_PROCESS_ENV) != "1":
+    if in_child and _children_allowed():
         try:
             return _Child(fn, args, kwargs)
         except OSError:  # no process to be had (limits, an embedded interpreter): do it here

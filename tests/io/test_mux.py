@@ -76,3 +76,16 @@ def test_soft_clip_is_identity_below_knee_and_bounded():
     quiet = np.abs(x) <= 0.9
     np.testing.assert_array_equal(y[quiet], x[quiet])
     assert np.all(np.abs(y) <= 1.0) and np.all(np.diff(y) >= 0)
+
+
+def test_blocks_of_any_length_give_the_same_file_as_one_array(small_video, tmp_path):
+    from cuecraft.io.mux import mux_streamed
+
+    sr = 44100
+    tone = _tone(sr, 6.0, freq=700.0)
+    whole = mux_music(small_video, tone, tmp_path / "whole.mp4", sr=sr)
+    # Blocks far longer than an AAC frame, one shorter, and an uneven tail.
+    blocks = iter([tone[:100_000], tone[100_000:100_500], tone[100_500:]])
+    streamed = mux_streamed(blocks, small_video, tmp_path / "streamed.mp4", sr=sr)
+    assert _packets(streamed, "audio") == _packets(whole, "audio")
+    assert _packets(streamed, "video") == _packets(small_video, "video")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -34,7 +34,11 @@ def _stereo(block: np.ndarray) -> np.ndarray:
     return block
 
 
-def _music_blocks(music: np.ndarray | str | os.PathLike, *, sr: int) -> Iterator[np.ndarray]:
+def _music_blocks(music: np.ndarray | str | os.PathLike | Iterable[np.ndarray], *, sr: int) -> Iterator[np.ndarray]:
+    if isinstance(music, Iterator):  # blocks as they are made (e.g. streamed from another process)
+        for block in music:
+            yield _stereo(block)
+        return
     if isinstance(music, (str, os.PathLike)):
         import soundfile as sf
 
@@ -79,6 +83,9 @@ class _Samples:
 
     def take(self, n: int, *, pad: bool) -> np.ndarray:
         """The next ``n`` samples; after the stream ends, zeros (``pad``) or fewer samples."""
+        if len(self._buffer) >= n:  # a view, not a copy: blocks may be far longer than n
+            out, self._buffer = self._buffer[:n], self._buffer[n:]
+            return out
         parts, have = [self._buffer], len(self._buffer)
         while have < n:
             block = next(self._blocks, None)
@@ -103,48 +110,68 @@ def soft_clip(x: np.ndarray, *, knee: float = 0.9) -> np.ndarray:
     return x
 
 
-def mux_music(video_path: str | os.PathLike, music: np.ndarray | str | os.PathLike, out_path: str | os.PathLike, *,
+def mux_music(video_path: str | os.PathLike, music: np.ndarray | str | os.PathLike | Iterator[np.ndarray],
+              out_path: str | os.PathLike, *,
               sr: int, keep_audio: bool = False, bitrate: int = 192_000, info: VideoInfo | None = None) -> Path:
     """Write ``out_path``: the video's stream copied without re-encoding plus ``music`` as AAC.
 
     Parameters
     ----------
     video_path : source video (never modified)
-    music : float ``[n]`` / ``[n, 2]`` array in [-1, 1], or a WAV file, at ``sr`` Hz;
-        it starts with the first video frame
+    music : float ``[n]`` / ``[n, 2]`` array in [-1, 1], a WAV file, or an iterator of such
+        blocks, at ``sr`` Hz; it starts with the first video frame
     out_path : an MP4 (or MOV/MKV) path; written atomically
     sr : sample rate of ``music`` in Hz
     keep_audio : mix the video's existing audio under the music instead of replacing it
     info : the video's :func:`probe` result, if already known
     """
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        _mux_into(tmp, video_path, music, container=_format_for(out_path), name=out_path, sr=sr,
+                  keep_audio=keep_audio, bitrate=bitrate, info=info)
+    return out_path
+
+
+def mux_streamed(blocks: Iterator[np.ndarray], video_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                 sr: int, keep_audio: bool = False, bitrate: int = 192_000, info: VideoInfo | None = None) -> Path:
+    """:func:`mux_music` of music ``blocks`` as they come, first in its arguments, for
+    :func:`cuecraft.parallel.stream`: a child process encodes the music while its parent makes
+    the next block. ``out_path`` is written in place, not atomically: it must be the caller's
+    own temporary file (an :class:`~cuecraft.io.files.OutputSet` temp), which the caller removes
+    if anything fails."""
+    out_path = Path(out_path)
+    _mux_into(out_path, video_path, iter(blocks), container=_format_for(out_path), name=out_path, sr=sr,
+              keep_audio=keep_audio, bitrate=bitrate, info=info)
+    return out_path
+
+
+def _mux_into(path: Path, video_path, music, *, container: str | None, name: Path, sr: int, keep_audio: bool,
+              bitrate: int, info: VideoInfo | None) -> None:
     import av
 
     info = info or probe(video_path)
     blocks = _music_blocks(music, sr=sr)
     if keep_audio and info.has_audio:
         blocks = _mixed(blocks, _Samples(_original_blocks(info, sr=sr)))
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        try:
-            with av.open(str(info.path)) as src, av.open(str(tmp), "w", format=_format_for(out_path)) as dst:
-                vin = src.streams.video[0]
-                vout = dst.add_stream_from_template(vin)
-                # ffmpeg's "fast" AAC coder: half the encode time of "twoloop", and its authors found
-                # it sounds better at high bitrates (ffmpeg commit fcb681ac, 2018) such as our 192k.
-                aout = dst.add_stream("aac", rate=sr, layout="stereo", options={"aac_coder": "fast"})
-                aout.bit_rate = bitrate
-                audio = _AudioWriter(dst, aout, blocks, sr=sr, start=info.start_time)
-                for packet in src.demux(vin):
-                    if packet.dts is None:
-                        continue
-                    if packet.pts is not None and packet.time_base is not None:
-                        audio.write_until(float(packet.pts * packet.time_base) - info.start_time + AUDIO_LEAD)
-                    packet.stream = vout
-                    dst.mux(packet)
-                audio.write_until(None)
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"'{out_path}': cannot write the scored video ({exc})") from None
-    return out_path
+    try:
+        with av.open(str(info.path)) as src, av.open(str(path), "w", format=container) as dst:
+            vin = src.streams.video[0]
+            vout = dst.add_stream_from_template(vin)
+            # ffmpeg's "fast" AAC coder: half the encode time of "twoloop", and its authors found
+            # it sounds better at high bitrates (ffmpeg commit fcb681ac, 2018) such as our 192k.
+            aout = dst.add_stream("aac", rate=sr, layout="stereo", options={"aac_coder": "fast"})
+            aout.bit_rate = bitrate
+            audio = _AudioWriter(dst, aout, blocks, sr=sr, start=info.start_time)
+            for packet in src.demux(vin):
+                if packet.dts is None:
+                    continue
+                if packet.pts is not None and packet.time_base is not None:
+                    audio.write_until(float(packet.pts * packet.time_base) - info.start_time + AUDIO_LEAD)
+                packet.stream = vout
+                dst.mux(packet)
+            audio.write_until(None)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"'{name}': cannot write the scored video ({exc})") from None
 
 
 def _mixed(music: Iterator[np.ndarray], original: _Samples) -> Iterator[np.ndarray]:
