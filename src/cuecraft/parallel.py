@@ -13,7 +13,7 @@ call in-process, when :meth:`result` is asked for, so the order of work is as it
 
 :func:`stream` starts a call that takes a stream of items as they are made: ``score`` has a
 child encode the music as AAC while it synthesises the next block (ffmpeg's encoder and the
-synthesiser both hold the GIL, so threads took turns: 1.04 s against 0.99 s one after the other).
+synthesiser both hold the GIL, so threads took turns: 0.99-1.05 s against 0.89-1.05 s one after the other).
 """
 from __future__ import annotations
 
