@@ -132,15 +132,24 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
     plan = in_key_of(plan, [note for part in model_parts for note in part.notes])
     chords = chords_from_music(model_parts[0].notes, model_parts[1].notes, plan, beat[:, 0], beat[:, 1])
     shift = np.zeros(len(beat), dtype=int)
+    scored, kit = None, None
     for _ in range(AROUSAL_ROUNDS):
         pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords, guide=False, level_shift=shift)
+        if _notes_of(pm) == kit:
+            break  # every level asked to move was already at the end of its range: nothing changed
+        kit = _notes_of(pm)
         pm.instruments += copy.deepcopy(model_parts)
         ride_intensity(pm, controls.intensity)
+        scored = pm
         more = arousal_level_shift(pm, controls.emotion, beat[:, 0], beat[:, 1])
-        if not more.any() or np.array_equal(np.clip(shift + more, -3, 3), shift):
+        if not more.any():
             break
-        shift = np.clip(shift + more, -3, 3)
-    return pm
+        shift = shift + more
+    return scored
+
+
+def _notes_of(pm: pretty_midi.PrettyMIDI) -> list:
+    return [[(n.start, n.pitch, n.velocity) for n in instrument.notes] for instrument in pm.instruments]
 
 
 def _within(controls: Controls, duration: float) -> Controls:
