@@ -114,3 +114,13 @@ def test_a_call_that_fails_mid_stream_neither_hangs_nor_loses_its_error():
 def test_no_stream_child_when_disabled(monkeypatch):
     monkeypatch.setenv(SINGLE_PROCESS_ENV, "1")
     assert stream(sum) is None
+
+
+@two_cores
+def test_a_stream_to_a_child_that_died_is_an_error_not_a_hang():
+    handle = stream(sum)
+    handle._process.kill()  # the child dies before the items come
+    handle._process.wait()
+    assert len(list(handle.send_all([bytes(1_000_000)] * 5))) == 5  # the caller still gets its items
+    with pytest.raises(RuntimeError, match="without a result"):
+        handle.result()

@@ -84,14 +84,14 @@ class _Child:
                 try:
                     pipe.write(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
                 except OSError:  # the child ended; result() says why
-                    pipe.close()
+                    _close(pipe)
             yield item
         if not pipe.closed:
             try:
                 pipe.write(pickle.dumps(_END))
-                pipe.close()
             except OSError:
                 pass
+            _close(pipe)
 
     def result(self):
         try:
@@ -123,6 +123,13 @@ def _feed(pipe, data: bytes, close: bool) -> None:
         if close:
             pipe.close()
     except OSError:  # the child was cancelled or died; result() reports it
+        pass
+
+
+def _close(pipe) -> None:
+    try:
+        pipe.close()
+    except OSError:  # what was buffered cannot reach a child that has ended
         pass
 
 
