@@ -20,6 +20,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+def reference_seconds(rounds: int = 5) -> float:
+    """Seconds a fixed single-core workload takes (the fastest of ``rounds``): small numpy
+    operations in a Python loop, matrix products in cache, and matrix-vector products that
+    stream 20 MB from memory, the kinds of work ``score`` does. This machine's speed drifts through the day by 20-40%; printed beside the figures,
+    it tells a slow hour from a slow change."""
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    small, big = rng.standard_normal(256).astype(np.float32), rng.standard_normal((512, 512)).astype(np.float32)
+    weights = rng.standard_normal((2560, 2048)).astype(np.float32)  # 20 MB, as a decoding step reads
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        acc = 0.0
+        for _ in range(20_000):
+            acc += float((small * 1.0001 + 0.5).sum())
+        for _ in range(20):
+            big = np.tanh(big @ big.T / 512.0)
+        row = weights[0]
+        for _ in range(50):
+            row = np.tanh(weights[:, :2048] @ row[:2048] / 45.0)[:2048]
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def example_video(seconds: float, *, width: int = 640, height: int = 360) -> Path:
     """A synthetic video with the example's events, made once and cached in benchmarks/out/."""
     from cuecraft.io.synthetic import example_events, write_synthetic_video
@@ -40,4 +67,4 @@ def print_table(rows: list[tuple[str, str, str]]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; reference workload {reference_seconds():.3f} s (lower is a faster hour)")
