@@ -15,7 +15,7 @@ from cuecraft.parallel import start, stream
 
 ANALYSIS_FPS = 24.0      # enough for ±21 ms visual-beat timing, cheap enough for >30x real time
 SAMPLE_RATE = 44100
-LONG_VIDEO = 30.0        # seconds; from here the timeline is drawn in a child even in a warm process
+LONG_VIDEO = 30.0        # seconds; from here the timeline is drawn, and the AAC encoded, in a child even when warm
 SIDE_FILES = {"midi": ".mid", "wav": ".wav", "controls": ".controls.json", "timeline": ".timeline.png"}
 
 
@@ -187,11 +187,12 @@ def score(video: str | os.PathLike, *, out: str | os.PathLike | None = None,
         # Side work starts before the music is written, on the core generation leaves free: the
         # timeline is drawn in a child (about 1 s a minute of video, plus 0.7 s for the child's
         # start and matplotlib's import, which a process that has drawn before does not pay), and
-        # a second child starts, to encode the music as AAC block by block while it is synthesised.
+        # for a longer video a second child starts, to encode the music as AAC block by block while
+        # it is synthesised (encoding runs at about 100x real time; a child takes 0.3 s to start).
         beside = "matplotlib.backends.backend_agg" not in sys.modules or duration >= LONG_VIDEO
         timeline = _write_side_files(outputs, analysed, final, in_child=beside)
         muxer = stream(mux_streamed, analysed.info.path, outputs.temp("video"), sr=SAMPLE_RATE,
-                       keep_audio=keep_audio, info=analysed.info)
+                       keep_audio=keep_audio, info=analysed.info) if duration >= LONG_VIDEO else None
         try:
             with _progress(None, "composing", progress) as bar:
                 def advance(done: int, total: int) -> None:
