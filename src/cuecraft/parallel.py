@@ -114,6 +114,9 @@ class _Child:
             self._process.kill()
             self._process.wait()
             self._process.stdout.close()
+            if self._feeder.is_alive():
+                self._feeder.join()
+            _close(self._process.stdin)
 
 
 def _feed(pipe, data: bytes, close: bool) -> None:
