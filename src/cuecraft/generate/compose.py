@@ -135,9 +135,10 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
     scored, kit = None, None
     for _ in range(AROUSAL_ROUNDS):
         pm = arrange(controls, plan, duration=duration, seed=seed, chords=chords, guide=False, level_shift=shift)
-        if _notes_of(pm) == kit:
+        arranged = _notes_of(pm)
+        if arranged == kit:
             break  # every level asked to move was already at the end of its range: nothing changed
-        kit = _notes_of(pm)
+        kit = arranged
         pm.instruments += copy.deepcopy(model_parts)
         ride_intensity(pm, controls.intensity)
         scored = pm

@@ -127,8 +127,7 @@ def mux_music(video_path: str | os.PathLike, music: np.ndarray | str | os.PathLi
     """
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
-        _mux_into(tmp, video_path, music, container=_format_for(out_path), name=out_path, sr=sr,
-                  keep_audio=keep_audio, bitrate=bitrate, info=info)
+        _mux_into(tmp, video_path, music, name=out_path, sr=sr, keep_audio=keep_audio, bitrate=bitrate, info=info)
     return out_path
 
 
@@ -140,13 +139,15 @@ def mux_streamed(blocks: Iterator[np.ndarray], video_path: str | os.PathLike, ou
     own temporary file (an :class:`~cuecraft.io.files.OutputSet` temp), which the caller removes
     if anything fails."""
     out_path = Path(out_path)
-    _mux_into(out_path, video_path, iter(blocks), container=_format_for(out_path), name=out_path, sr=sr,
-              keep_audio=keep_audio, bitrate=bitrate, info=info)
+    _mux_into(out_path, video_path, iter(blocks), name=out_path, sr=sr, keep_audio=keep_audio, bitrate=bitrate,
+              info=info)
     return out_path
 
 
-def _mux_into(path: Path, video_path, music, *, container: str | None, name: Path, sr: int, keep_audio: bool,
-              bitrate: int, info: VideoInfo | None) -> None:
+def _mux_into(path: Path, video_path, music, *, name: Path, sr: int, keep_audio: bool, bitrate: int,
+              info: VideoInfo | None) -> None:
+    """Write the scored video to ``path`` (a temporary file or the output); ``name`` is the output's
+    own path, whose suffix picks the container and which errors name."""
     import av
 
     info = info or probe(video_path)
@@ -154,7 +155,7 @@ def _mux_into(path: Path, video_path, music, *, container: str | None, name: Pat
     if keep_audio and info.has_audio:
         blocks = _mixed(blocks, _Samples(_original_blocks(info, sr=sr)))
     try:
-        with av.open(str(info.path)) as src, av.open(str(path), "w", format=container) as dst:
+        with av.open(str(info.path)) as src, av.open(str(path), "w", format=_format_for(name)) as dst:
             vin = src.streams.video[0]
             vout = dst.add_stream_from_template(vin)
             # ffmpeg's "fast" AAC coder: half the encode time of "twoloop", and its authors found
