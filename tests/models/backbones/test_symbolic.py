@@ -33,10 +33,15 @@ def test_shipped_weights_load_with_this_feature_layout():
     assert model.trained_length == config.data.seq_len < model.max_positions
 
 
-def test_loaded_model_decodes_through_transposed_weights():
+def test_loaded_model_decodes_through_its_decoding_weights():
     import torch
+
+    from cuecraft.models.decoding import default_precision
 
     model, _ = load_symbolic()
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert any(type(m) is not torch.nn.Linear for m in linears)  # guidance's zero-initialised ones too
     assert linears and all("forward" in m.__dict__ for m in linears)
+    assert model.decoding_precision == default_precision()
+    if default_precision() == "int8":  # every large layer; the narrow control projections keep fp32
+        assert all(m._int8 for m in linears if m.in_features >= 256)

@@ -43,7 +43,7 @@ def _load(path: str):
 
     from cuecraft.config import ModelConfig
     from cuecraft.models.builders import build_symbolic_lm
-    from cuecraft.models.decoding import use_transposed_weights
+    from cuecraft.models.decoding import use_decoding_weights
     from cuecraft.models.tokenizer import MusicTokenizer
     from cuecraft.training.checkpoints import load_weights, read_metadata
 
@@ -56,7 +56,7 @@ def _load(path: str):
     model = build_symbolic_lm(config, vocab_size=tokenizer.vocab_size)
     _check_control_layout(path, model)
     load_weights(path, model, expect={"tokenizer": tokenizer.fingerprint, "model_config": metadata["model_config"]})
-    use_transposed_weights(model.eval())
+    use_decoding_weights(model.eval())  # int8 where this CPU has the kernel (models/decoding.py)
     model.trained_length = min(model.max_positions, _trained_length(path, metadata) or model.max_positions)
     # Leave a core free. On an idle 2-core machine 2 threads decoded 11% faster than 1 (3.44 vs
     # 3.85 ms a token), but with one other busy process they were 4x slower (14.6 vs 3.6 ms).
