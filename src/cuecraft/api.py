@@ -43,10 +43,16 @@ def analyze_video(video: str | os.PathLike, *, progress: bool = False, info: Vid
     MediaError
         If the video is missing, unreadable or unusable.
     """
+    info = info or probe(video)
+    return finish_analysis(scan_video(video, progress=progress, info=info), info)
+
+
+def scan_video(video: str | os.PathLike, *, progress: bool = False, info: VideoInfo | None = None):
+    """The per-frame pass of :func:`analyze_video`: its :class:`~cuecraft.analysis.visual.FrameCurves`
+    (module-level and free of scipy, so that a child process runs it without that import)."""
     import math
 
     from cuecraft.analysis.visual import ANALYSIS_WIDTH, FrameAnalyzer
-    from cuecraft.controls.from_video import controls_from_analysis
     from cuecraft.io.video import iter_frames
 
     info = info or probe(video)
@@ -56,7 +62,14 @@ def analyze_video(video: str | os.PathLike, *, progress: bool = False, info: Vid
         for t, rgb in iter_frames(info.path, fps=ANALYSIS_FPS, max_width=ANALYSIS_WIDTH, info=info):
             analyzer.update(t, rgb)
             bar.update(1)
-    visual = analyzer.finish(duration=info.duration)
+    return analyzer.curves()
+
+
+def finish_analysis(curves, info: VideoInfo) -> VideoAnalysis:
+    """Visual beats, tempo and the controls from :func:`scan_video`'s curves."""
+    from cuecraft.controls.from_video import controls_from_analysis
+
+    visual = curves.finish(duration=info.duration)
     return VideoAnalysis(info=info, visual=visual, controls=controls_from_analysis(visual))
 
 
@@ -235,16 +248,19 @@ def _analyse_while_loading(video, *, info: VideoInfo, backbone: str, weights, pr
         return analyze_video(video, progress=progress, info=info)
     from cuecraft.models.backbones.symbolic import is_loaded, load_symbolic
 
-    analysis = start(analyze_video, video, progress=progress, info=info, in_child=not is_loaded(weights))
+    scan = start(scan_video, video, progress=progress, info=info, in_child=not is_loaded(weights))
     try:
         load_symbolic(weights)
         # The child takes longer than the model: import what scoring needs next while it works
-        # (scipy.ndimage alone is 0.2 s), rather than after the music is written.
+        # (scipy.ndimage alone is 0.2 s), rather than after the music is written. The child only
+        # scans the frames; the curves are finished here, where scipy is imported anyway.
         import cuecraft.generate.compose, cuecraft.generate.sample, cuecraft.render.synth  # noqa: F401, E401
         import cuecraft.generate.plan, cuecraft.io.audio, cuecraft.io.mux, cuecraft.render.arrange  # noqa: F401, E401
-        return analysis.result()
+        import cuecraft.analysis.motion, cuecraft.controls.from_video, scipy.ndimage  # noqa: F401, E401
+        curves = scan.result()
     finally:
-        analysis.cancel()
+        scan.cancel()
+    return finish_analysis(curves, info)
 
 
 def plot_analysis(path: Path, analysed: VideoAnalysis, final: Controls) -> None:

@@ -6,7 +6,7 @@ from cuecraft.config import ModelConfig
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import ParameterError
 from cuecraft.generate.piece import music_bars
-from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
+from cuecraft.generate.sample import Sampler, SamplingConfig, generate_tokens, tokens_to_midi
 from cuecraft.models.builders import build_symbolic_lm
 from cuecraft.models.tokenizer import MusicTokenizer
 from media import beat_grid as grid
@@ -119,6 +119,39 @@ def test_sampling_config_checks():
         SamplingConfig(temperature=0)
     with pytest.raises(ParameterError, match="top_p"):
         SamplingConfig(top_p=1.5)
+
+
+def test_sampler_filters_the_grammar_then_top_k_then_top_p():
+    logits = np.log(np.array([0.05, 0.4, 0.3, 0.15, 0.1, 0.0001]))
+    allowed = np.array([True, True, True, True, True, False])
+    ids, p = Sampler(SamplingConfig(temperature=1.0, top_p=1.0), seed=0).probabilities(logits, allowed)
+    assert list(ids) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(p, [0.05, 0.4, 0.3, 0.15, 0.1])
+    # top_p 0.8: the smallest set reaching it is 0.4 + 0.3 + 0.15
+    ids, p = Sampler(SamplingConfig(temperature=1.0, top_p=0.8), seed=0).probabilities(logits, allowed)
+    np.testing.assert_allclose(p, np.array([0, 0.4, 0.3, 0.15, 0]) / 0.85)
+    ids, p = Sampler(SamplingConfig(temperature=1.0, top_k=2, top_p=1.0), seed=0).probabilities(logits, allowed)
+    np.testing.assert_allclose(p, np.array([0, 0.4, 0.3, 0, 0]) / 0.7)
+    # a lower temperature sharpens
+    _, cold = Sampler(SamplingConfig(temperature=0.5, top_p=1.0), seed=0).probabilities(logits, allowed)
+    assert cold[1] > 0.4 and cold[0] < 0.05
+
+
+def test_sampler_draws_with_the_filtered_probabilities_and_repeats_with_its_seed():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05, 0.2]))
+    allowed = np.array([True, True, True, True, False])
+    config = SamplingConfig(temperature=1.0, top_p=0.9)  # 0.5 + 0.3 + 0.15 = 0.95 of the allowed mass kept
+    draws = [Sampler(config, seed=3).draw(logits, allowed) for _ in range(2)]
+    assert draws[0] == draws[1]
+    sampler = Sampler(config, seed=1)
+    counts = np.bincount([sampler.draw(logits, allowed) for _ in range(20000)], minlength=5)
+    assert counts[3] == 0 and counts[4] == 0  # cut by top-p; not allowed
+    np.testing.assert_allclose(counts[:3] / 20000, np.array([0.5, 0.3, 0.15]) / 0.95, atol=0.015)
+
+
+def test_sampler_refuses_a_step_with_nothing_allowed():
+    with pytest.raises(ValueError, match="allows no token"):
+        Sampler(SamplingConfig(), seed=0).draw(torch.zeros(4), np.zeros(4, dtype=bool))
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 2.5])

@@ -13,10 +13,12 @@ import math
 
 import cv2
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, maximum_filter1d, median_filter, uniform_filter1d
 
 from cuecraft.analysis.cuts import check_fps
 from cuecraft.errors import ParameterError
+
+# scipy.ndimage is imported inside the functions that filter whole curves: the per-frame pass
+# (a child process on a cold start, on the critical path) never needs it, and it takes 0.19 s.
 
 __all__ = [
     "FlowTracker",
@@ -212,6 +214,8 @@ def impact_envelope(
     np.ndarray
         ``[N]`` envelope, >= 0, with maximum 1 (all zeros if nothing moves or flashes).
     """
+    from scipy.ndimage import median_filter
+
     check_fps(fps)
     decrease = np.asarray(decrease, dtype=np.float64)
     brightness = np.asarray(brightness, dtype=np.float64)
@@ -251,6 +255,8 @@ def _normalise_locally(motion: np.ndarray, cuts: np.ndarray, fps: float) -> np.n
     caps that maximum (so one freak peak cannot squash a scene) and a quarter of it floors
     it (so a nearly still scene does not blow its flow noise up to full-size beats).
     """
+    from scipy.ndimage import maximum_filter1d
+
     scale = _robust_scale(motion)
     if scale <= 0:
         return motion
@@ -286,6 +292,8 @@ def visual_beats(
     strengths : np.ndarray
         ``[B]`` envelope value at each beat, in (0, 1].
     """
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
     fps = check_fps(fps)
     env = np.asarray(envelope, dtype=np.float64)
     if env.ndim != 1:
@@ -351,6 +359,8 @@ def visual_tempo(
     float
         Tempo in BPM, in [70, 140).
     """
+    from scipy.ndimage import gaussian_filter1d
+
     fps = check_fps(fps)
     env = np.asarray(envelope, dtype=np.float64)
     low, high = TEMPO_RANGE

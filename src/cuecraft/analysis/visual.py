@@ -20,7 +20,7 @@ from cuecraft.analysis.motion import FlowTracker, impact_envelope, visual_beats,
 from cuecraft.checks import positive
 from cuecraft.errors import ParameterError
 
-__all__ = ["VisualAnalysis", "FrameAnalyzer", "analyze_frames", "downscale", "ANALYSIS_WIDTH"]
+__all__ = ["VisualAnalysis", "FrameAnalyzer", "FrameCurves", "analyze_frames", "downscale", "ANALYSIS_WIDTH"]
 
 # Flow, histograms and colour means are all taken at this width: enough for motion at the
 # scale of objects, and it keeps the whole analysis well under 1 ms per frame.
@@ -147,44 +147,74 @@ class FrameAnalyzer:
         self._saturation.append(s)
         self._warmth.append(warm)
 
+    def curves(self) -> FrameCurves:
+        """The per-frame curves so far and the cuts found, to finish elsewhere (a child process
+        scans the frames, the parent finishes).
+
+        Raises
+        ------
+        ParameterError
+            If no frame was given.
+        """
+        if not self._times:
+            raise ParameterError("no frames were analysed (0 frames given before finish())")
+        return FrameCurves(fps=self.fps, times=np.asarray(self._times, dtype=np.float64),
+                           cut_frames=np.asarray(self._cuts.finish(), dtype=np.int64),
+                           motion=np.asarray(self._motion, dtype=np.float64),
+                           decrease=np.asarray(self._decrease, dtype=np.float64),
+                           brightness=np.asarray(self._brightness, dtype=np.float64),
+                           saturation=np.asarray(self._saturation, dtype=np.float64),
+                           warmth=np.asarray(self._warmth, dtype=np.float64))
+
     def finish(self, *, duration: float) -> VisualAnalysis:
-        """Finish the analysis and return its results.
-
-        Parameters
-        ----------
-        duration : float
-            Duration of the video in seconds (positive and finite).
-
-        Returns
-        -------
-        VisualAnalysis
+        """Finish the analysis and return its results (:meth:`curves`, then :meth:`FrameCurves.finish`).
 
         Raises
         ------
         ParameterError
             If ``duration`` is invalid or no frame was given.
         """
+        positive("duration", duration)
+        return self.curves().finish(duration=duration)
+
+
+@dataclass(frozen=True)
+class FrameCurves:
+    """The per-frame scan of a video (:meth:`FrameAnalyzer.curves`): plain arrays, cheap to pickle."""
+
+    fps: float
+    times: np.ndarray
+    cut_frames: np.ndarray
+    motion: np.ndarray
+    decrease: np.ndarray
+    brightness: np.ndarray
+    saturation: np.ndarray
+    warmth: np.ndarray
+
+    def finish(self, *, duration: float) -> VisualAnalysis:
+        """The impact envelope, visual beats and tempo from the curves.
+
+        Parameters
+        ----------
+        duration : float
+            Duration of the video in seconds (positive and finite).
+        """
         duration = positive("duration", duration)
-        if not self._times:
-            raise ParameterError("no frames were analysed (0 frames given before finish())")
-        times = np.asarray(self._times, dtype=np.float64)
-        brightness = np.asarray(self._brightness, dtype=np.float64)
-        cut_frames = np.asarray(self._cuts.finish(), dtype=np.int64)
-        env = impact_envelope(np.asarray(self._decrease), brightness, fps=self.fps, cut_frames=cut_frames)
+        env = impact_envelope(self.decrease, self.brightness, fps=self.fps, cut_frames=self.cut_frames)
         beat_frames, strengths = visual_beats(env, fps=self.fps)
         return VisualAnalysis(
             fps=self.fps,
             duration=duration,
-            times=times,
-            cuts=times[cut_frames],
+            times=self.times,
+            cuts=self.times[self.cut_frames],
             impact=env,
-            visual_beats=times[beat_frames],
+            visual_beats=self.times[beat_frames],
             beat_strengths=strengths,
             tempo=visual_tempo(env, fps=self.fps),
-            motion=np.asarray(self._motion, dtype=np.float64),
-            brightness=brightness,
-            saturation=np.asarray(self._saturation, dtype=np.float64),
-            warmth=np.asarray(self._warmth, dtype=np.float64),
+            motion=self.motion,
+            brightness=self.brightness,
+            saturation=self.saturation,
+            warmth=self.warmth,
         )
 
 
