@@ -21,6 +21,9 @@ there is the dropped music measured against the same swing (what chance gives). 
 is the varied music over the arrangement, whose drums and bass follow intensity by rule, with
 the dynamics layer's velocities on the model's notes (also a rule): what a user of ``score``
 hears, not a measure of the model.
+
+Each piece is written with its own sampling seed, drawn from ``--seed`` and the piece, and the
+same seed serves all of a piece's columns, so they differ by their controls alone.
 """
 from __future__ import annotations
 

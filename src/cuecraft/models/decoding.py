@@ -15,8 +15,8 @@ Two kinds of copy:
   its norm (the shipped model's 32 large layers, random inputs), and the shipped model's
   validation loss does not change (0.17024 against 0.17029 in fp32, 24 batches; the
   difference per batch −0.00005 ± 0.00007). Only on x86 CPUs with AVX2 or AVX-512:
-  PyTorch's generic kernel is 3x slower than fp32, and a layer whose input width is
-  not a multiple of 16 crashes that kernel, so such layers keep fp32.
+  PyTorch's generic kernel is 3x slower than fp32. The kernel crashed here (AVX-512) on
+  input widths that are not a multiple of 16 (3, 8, 24, 43), so such layers keep fp32.
 - ``"fp32"``: a contiguous ``[in, out]`` copy of the ``[out, in]`` weight; for a single row
   that took 0.8x the time of ``nn.Linear``'s product with the transpose. The same numbers as
   ``nn.Linear`` up to float rounding.
