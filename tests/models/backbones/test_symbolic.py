@@ -45,3 +45,29 @@ def test_loaded_model_decodes_through_its_decoding_weights():
     assert model.decoding_precision == default_precision()
     if default_precision() == "int8":  # every large layer; the narrow control projections keep fp32
         assert all(m._int8 for m in linears if m.in_features >= 256)
+
+
+def test_int8_decoding_keeps_the_shipped_models_next_token_distributions():
+    import pytest
+    import torch
+
+    from cuecraft.models.decoding import default_precision, use_decoding_weights
+
+    if default_precision() != "int8":
+        pytest.skip("no fast int8 kernel on this CPU")
+    model, tokenizer = load_symbolic()
+    torch.manual_seed(0)
+    steps = torch.randint(1, tokenizer.vocab_size, (2, model.n_codebooks, 48))
+    controls = torch.randn(2, 48, sum(model.guidance.project.control_dims))
+    presence = torch.ones(2, 4)
+    probs = {}
+    try:
+        for precision in ("fp32", "int8"):
+            use_decoding_weights(model, precision)
+            with torch.inference_mode():
+                probs[precision] = model(steps, controls=controls, presence=presence, first=steps[:, 0]).softmax(-1)
+    finally:
+        use_decoding_weights(model)
+    distance = 0.5 * (probs["int8"] - probs["fp32"]).abs().sum(-1)  # total variation per position and head
+    assert float(distance.mean()) < 0.01 and float(distance.max()) < 0.1
+    assert not torch.equal(probs["int8"], probs["fp32"])
