@@ -149,9 +149,12 @@ def test_sampler_draws_with_the_filtered_probabilities_and_repeats_with_its_seed
     np.testing.assert_allclose(counts[:3] / 20000, np.array([0.5, 0.3, 0.15]) / 0.95, atol=0.015)
 
 
-def test_sampler_refuses_a_step_with_nothing_allowed():
+def test_sampler_refuses_a_step_with_nothing_allowed_or_non_finite_logits():
     with pytest.raises(ValueError, match="allows no token"):
         Sampler(SamplingConfig(), seed=0).draw(torch.zeros(4), np.zeros(4, dtype=bool))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="not finite"):
+            Sampler(SamplingConfig(), seed=0).draw(torch.tensor([0.0, bad, 1.0]), np.ones(3, dtype=bool))
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 2.5])

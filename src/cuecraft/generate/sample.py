@@ -64,7 +64,10 @@ class Sampler:
         ids = np.flatnonzero(allowed)
         if len(ids) == 0:
             raise ValueError("the grammar allows no token here")
-        z = np.asarray(logits, dtype=np.float64)[ids] / config.temperature
+        z = np.asarray(logits, dtype=np.float64)[ids]
+        if not np.isfinite(z).all():
+            raise ValueError(f"the model's logits are not finite here ({z[:4]} ...): its weights may be corrupt")
+        z = z / config.temperature
         if config.top_k and config.top_k < len(ids):
             kth = np.partition(z, len(z) - config.top_k)[len(z) - config.top_k]
             z = np.where(z < kth, -np.inf, z)
