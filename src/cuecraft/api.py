@@ -264,13 +264,14 @@ def _analyse_while_loading(video, *, info: VideoInfo, backbone: str, weights, pr
 
 
 def plot_analysis(path: Path, analysed: VideoAnalysis, final: Controls) -> None:
-    """The timeline PNG of ``analysed`` and the controls used (module-level: a child runs it)."""
+    """The timeline PNG of ``analysed`` and the controls used, written in place to ``path``, an
+    :class:`OutputSet` temp (module-level: a child runs it, which is killed if scoring fails)."""
     from cuecraft.render.timeline import plot_timeline
 
     visual = analysed.visual
     plot_timeline(path, duration=analysed.info.duration, cuts=visual.cuts, visual_beats=visual.visual_beats,
                   beat_strengths=visual.beat_strengths, curve_times=visual.times, motion=visual.motion,
-                  controls=final)
+                  controls=final, in_place=True)
 
 
 def _write_side_files(outputs: OutputSet, analysed: VideoAnalysis, final: Controls, *, in_child: bool = False):

@@ -67,3 +67,27 @@ def test_missing_directory_is_output_error(tmp_path):
     target = tmp_path / "no such dir" / "x.png"
     with pytest.raises(OutputError, match="no such dir"):
         plot_timeline(target, **inputs())
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_in_place_writes_no_file_but_the_path_itself(tmp_path, monkeypatch, in_place):
+    # scoring hands a child process its own temporary file and kills the child if scoring fails:
+    # a second temporary file of the child's would be left behind (seen in CI).
+    from matplotlib.figure import Figure
+
+    written = []
+    original = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        written.append(sorted(p.name for p in tmp_path.iterdir()))
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    out = tmp_path / "t.png"
+    plot_timeline(out, **inputs(), in_place=in_place)
+    assert png_size(out) == (1600, 600)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.png"]
+    if in_place:
+        assert written == [[]]  # nothing but the path itself is ever made
+    else:
+        assert len(written) == 1 and len(written[0]) == 1 and written[0][0].endswith(".part.png")

@@ -75,7 +75,7 @@ def _draw(fig, *, duration, cuts, visual_beats, beat_strengths, curve_times, mot
 
 def plot_timeline(path: str | os.PathLike, *, duration: float, cuts: Sequence[float], visual_beats: Sequence[float],
                   beat_strengths: Sequence[float], curve_times: Sequence[float], motion: Sequence[float],
-                  controls: Controls) -> None:
+                  controls: Controls, in_place: bool = False) -> None:
     """Write a 1600x600 PNG timeline of the video's events and the music's controls.
 
     Parameters
@@ -93,6 +93,10 @@ def plot_timeline(path: str | os.PathLike, *, duration: float, cuts: Sequence[fl
     controls : Controls
         The intensity control is drawn on a twin dB axis, the beat control as ticks
         along the bottom (downbeats taller). Either may be absent.
+    in_place : bool
+        Write ``path`` itself rather than a temporary file renamed onto it: for a path that is
+        already the caller's own temporary file (an ``OutputSet`` temp). A child process that
+        writes it may be killed mid-write, and a temporary file of its own would then be left.
 
     Raises
     ------
@@ -127,7 +131,10 @@ def plot_timeline(path: str | os.PathLike, *, duration: float, cuts: Sequence[fl
     # Fixed margins (room for both axes' labels at 1600x600): tight_layout would draw the figure twice.
     fig.subplots_adjust(left=0.05, right=0.95, bottom=0.09, top=0.93)
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
+        if in_place:
+            fig.savefig(path, format="png", dpi=DPI)
+        else:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", dpi=DPI)
     except OSError as exc:
         raise OutputError(f"timeline '{path}': cannot write it ({exc})") from None
