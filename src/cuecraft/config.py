@@ -47,6 +47,9 @@ class DataConfig:
     # down (0 = one level per crop). The corpus has almost no dynamics; this teaches the model to
     # follow an intensity that changes within a piece with velocity, not only with density.
     velocity_walk: float = 0.0
+    # The most bins a step of that walk moves (each step moves 1..this many, at random): a walk of
+    # single bins leaves a crop's velocities within about 1 dB (std), far less than a video asks.
+    velocity_walk_step: int = 1
     # Augmented texture: the chance that a crop with a harmony voice loses it over stretches of bars
     # (training/texture.py), so that its intensity moves with its texture.
     texture_thin: float = 0.0

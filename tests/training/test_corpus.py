@@ -204,11 +204,13 @@ def test_augmentation_moves_pitches_and_controls_together(corpus):
     assert all(agree) and len(shifts - {0}) >= 2
 
 
-def test_velocity_walk_changes_dynamics_bar_by_bar_and_intensity_with_them(corpus):
+@pytest.mark.parametrize("max_step", [1, 2])
+def test_velocity_walk_changes_dynamics_bar_by_bar_and_intensity_with_them(corpus, max_step):
     tk = default_tokenizer()
     plain = TokenDataset(corpus.root, split="train", seq_len=256, augment=False, seed=5)
-    walk = TokenDataset(corpus.root, split="train", seq_len=256, augment=True, seed=5, velocity_walk=1.0)
-    levels_seen, within_crop_changes = set(), 0
+    walk = TokenDataset(corpus.root, split="train", seq_len=256, augment=True, seed=5, velocity_walk=1.0,
+                        velocity_walk_step=max_step)
+    levels_seen, within_crop_changes, steps_seen = set(), 0, set()
     for i in range(len(walk)):
         a, p = walk[i], plain[i]
         ta, tp = a["tokens"].numpy(), p["tokens"].numpy()
@@ -223,7 +225,9 @@ def test_velocity_walk_changes_dynamics_bar_by_bar_and_intensity_with_them(corpu
         assert all(len(ks) == 1 for ks in per_bar.values())  # one level per bar
         loud = {b: ks.pop() for b, ks in per_bar.items()}
         bars = sorted(loud)
-        assert all(abs(loud[y] - loud[x]) <= 1 for x, y in zip(bars, bars[1:]) if y == x + 1)
+        steps = {abs(loud[y] - loud[x]) for x, y in zip(bars, bars[1:]) if y == x + 1}
+        assert max(steps, default=0) <= max_step
+        steps_seen |= steps
         levels_seen |= set(loud.values())
         within_crop_changes += len(set(loud.values())) > 1
         # The intensity moves with each bar's level: louder bars got more dB than softer ones.
@@ -237,8 +241,11 @@ def test_velocity_walk_changes_dynamics_bar_by_bar_and_intensity_with_them(corpu
         means = [np.mean(by_level[k]) for k in sorted(by_level)]
         assert all(y > x + 0.005 for x, y in zip(means, means[1:])), by_level
     assert within_crop_changes >= len(walk) // 2 and len(levels_seen) >= 3
+    assert max_step in steps_seen  # the largest step is taken, not only allowed
     with pytest.raises(ParameterError, match="velocity_walk = 1.5"):
         TokenDataset(corpus.root, velocity_walk=1.5)
+    with pytest.raises(ParameterError, match="velocity_walk_step = 0"):
+        TokenDataset(corpus.root, velocity_walk_step=0)
 
 
 def test_bad_arguments_and_foreign_folders(tmp_path, corpus):

@@ -46,7 +46,7 @@ def run_training(config: Config | str | os.PathLike, *, out_dir: str | os.PathLi
     tokenizer = MusicTokenizer()
     datasets = {split: TokenDataset(data.corpus_dir, split=split, seq_len=data.seq_len, seed=config.train.seed,
                                     augment=data.transpose and split == "train", tokenizer=tokenizer,
-                                    velocity_walk=data.velocity_walk,
+                                    velocity_walk=data.velocity_walk, velocity_walk_step=data.velocity_walk_step,
                                     texture_thin=data.texture_thin, compound=config.model.compound,
                                     harmony_repeat=data.harmony_repeat if split == "train" else 1)
                 for split in ("train", "validation")}

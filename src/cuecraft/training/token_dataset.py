@@ -46,9 +46,9 @@ class TokenDataset:
     drawn among those that keep every pitch in range, moves Pitch tokens, chord roots and
     the melody pitch class; a velocity shift in ``velocity_shift`` bins moves Velocity
     tokens and the intensity by the RMS velocity ratio in dB. With ``velocity_walk`` > 0 the
-    shift is a random walk over the crop's bars instead (at each ``Bar`` it steps one bin up or
-    down with that probability, staying in ``velocity_shift``), so the intensity changes within
-    a crop as the velocities do. Valence's register term and arousal's velocity term are
+    shift is a random walk over the crop's bars instead (at each ``Bar`` it steps up or down with
+    that probability, by 1 to ``velocity_walk_step`` bins, staying in ``velocity_shift``), so the
+    intensity changes within a crop as the velocities do. Valence's register term and arousal's velocity term are
     adjusted with the crop's mean pitch and velocity, an approximation of re-running the
     extractors. With chance ``texture_thin`` a crop that has a harmony voice loses it over
     stretches of bars (:mod:`cuecraft.training.texture`), its controls re-read with the
@@ -58,7 +58,7 @@ class TokenDataset:
     def __init__(self, root: str | os.PathLike, *, split: str = "train", seq_len: int = 512, seed: int = 0,
                  augment: bool | None = None, transpose: tuple[int, int] = TRANSPOSE,
                  velocity_shift: tuple[int, int] = VELOCITY_SHIFT, velocity_walk: float = 0.0,
-                 texture_thin: float = 0.0, compound: bool = False, harmony_repeat: int = 1,
+                 velocity_walk_step: int = 1, texture_thin: float = 0.0, compound: bool = False, harmony_repeat: int = 1,
                  tokenizer=None) -> None:
         from cuecraft.errors import MediaError
         from cuecraft.training.corpus import ARRAYS, default_tokenizer, load_manifest
@@ -71,6 +71,8 @@ class TokenDataset:
         for name, chance in (("velocity_walk", velocity_walk), ("texture_thin", texture_thin)):
             if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0.0 <= chance <= 1.0:
                 raise ParameterError(f"{name} = {chance!r}: must be a probability in [0, 1]")
+        if isinstance(velocity_walk_step, bool) or not isinstance(velocity_walk_step, int) or velocity_walk_step < 1:
+            raise ParameterError(f"velocity_walk_step = {velocity_walk_step!r}: must be an integer >= 1")
         if isinstance(harmony_repeat, bool) or not isinstance(harmony_repeat, int) or harmony_repeat < 1:
             raise ParameterError(f"harmony_repeat = {harmony_repeat!r}: must be an integer >= 1")
         self.manifest = load_manifest(root)
@@ -85,6 +87,7 @@ class TokenDataset:
         self.augment = split == "train" if augment is None else bool(augment)
         self.transpose, self.velocity_shift = tuple(transpose), tuple(velocity_shift)
         self.velocity_walk, self.texture_thin = float(velocity_walk), float(texture_thin)
+        self.velocity_walk_step = velocity_walk_step
         self.compound = bool(compound)
         # Event tokens per crop: a step holds at most SLOTS of them, so a crop this long fills seq_len steps.
         self._crop_len = seq_len * (SLOTS if self.compound else 1)
@@ -220,12 +223,15 @@ class TokenDataset:
         return self._melody[piece]
 
     def _walk(self, rng: np.random.Generator, start: int, tokens: np.ndarray) -> np.ndarray:
-        """``[T]`` velocity shift per token: ``start``, then at each ``Bar`` a step of one bin up or down
-        with probability ``velocity_walk`` (reflected at the ends of ``velocity_shift``)."""
+        """``[T]`` velocity shift per token: ``start``, then at each ``Bar`` a step of 1 to
+        ``velocity_walk_step`` bins up or down with probability ``velocity_walk`` (reflected at the
+        ends of ``velocity_shift``)."""
         low, high = self.velocity_shift
         bar = np.cumsum(self.tokenizer.types[tokens] == TYPE_INDEX["Bar"])  # [T] bars seen so far
         moves = rng.random(int(bar[-1]) + 1) < self.velocity_walk
         signs = np.where(rng.random(len(moves)) < 0.5, -1, 1)
+        if self.velocity_walk_step > 1:
+            signs = signs * rng.integers(1, self.velocity_walk_step + 1, size=len(moves))
         level = np.empty(len(moves), dtype=int)
         current = start
         for i in range(len(moves)):
