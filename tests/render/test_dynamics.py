@@ -3,7 +3,7 @@ import numpy as np
 import pretty_midi
 
 from cuecraft.evaluation.adherence import intensity_correlation
-from cuecraft.render.dynamics import follow_intensity, ride_intensity
+from cuecraft.render.dynamics import follow_intensity, pretty_midi_of, ride_intensity
 from cuecraft.render.synth import DEFAULT_SOUNDFONT, render_midi
 
 SR = 16000
@@ -151,3 +151,45 @@ def test_level_shift_thins_the_kit():
     drums = [len(arrange(c, plan, duration=8.0, seed=0, level_shift=np.full(len(times), s)).instruments[0].notes)
              for s in (0, -1, -2)]
     assert drums[0] > drums[1] > drums[2]
+
+
+def test_match_level_puts_the_notes_at_the_requested_median():
+    from cuecraft.controls.from_midi import note_intensity_db
+    from cuecraft.render.dynamics import match_level
+
+    times = np.arange(1.0, 15.0, 0.1)
+    for velocity, request in ((120, -30.0), (30, -12.0)):
+        flute = steady_melody(velocity=velocity)
+        intensity = np.array([[0.0, -80.0], [0.9, -80.0], [1.0, request], [16.0, request]])  # a silent lead-in
+        before = np.median(note_intensity_db(pretty_midi_of([flute]), times))
+        gain = match_level([flute], intensity)
+        after = np.median(note_intensity_db(pretty_midi_of([flute]), times))
+        assert abs(gain - (request - before)) < 0.01 and abs(after - request) < 0.5
+        assert len({n.velocity for n in flute.notes}) == 1  # one gain: the notes keep their relations
+
+
+def test_match_level_is_bounded_and_leaves_missing_requests_alone():
+    from cuecraft.render.dynamics import MAX_LEVEL_DB, match_level
+
+    flute = steady_melody(velocity=100)
+    assert match_level([flute], np.array([[0.0, -58.0], [16.0, -58.0]])) == -MAX_LEVEL_DB
+    assert {n.velocity for n in flute.notes} == {10}  # 100 at -20 dB
+    for intensity in (None, np.array([[0.0, -80.0], [16.0, -80.0]])):
+        flute = steady_melody()
+        assert match_level([flute], intensity) == 0.0
+        assert {n.velocity for n in flute.notes} == {64}
+    assert match_level([pretty_midi.Instrument(program=0)], np.array([[0.0, -20.0], [16.0, -20.0]])) == 0.0
+
+
+def test_match_level_measures_the_lead_and_moves_every_part():
+    from cuecraft.controls.from_midi import note_intensity_db
+    from cuecraft.render.dynamics import match_level
+
+    melody, harmony = steady_melody(velocity=100), steady_melody(velocity=80)
+    for note in harmony.notes:
+        note.pitch -= 12
+    request = np.array([[0.0, -24.0], [16.0, -24.0]])
+    gain = match_level([melody, harmony], request, lead=[melody])
+    times = np.arange(1.0, 15.0, 0.1)
+    assert abs(np.median(note_intensity_db(pretty_midi_of([melody]), times)) + 24.0) < 0.5
+    assert {n.velocity for n in harmony.notes} == {round(80 * 10 ** (gain / 20))}  # the same gain

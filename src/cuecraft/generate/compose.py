@@ -117,16 +117,17 @@ def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backb
 def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Plan, *, duration: float,
                      seed: int) -> pretty_midi.PrettyMIDI:
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
-    wrote in, with the bass on the model's chords, the intensity's changes played as dynamics on the
-    model's notes, the whole mix's intensity ridden to the request, and the drums thinned (or
+    wrote in, with the bass on the model's chords, the model's notes at the requested level and the
+    intensity's changes played as dynamics on them, the whole mix's intensity ridden to the request, and the drums thinned (or
     filled) where a bar's arousal reads against the request (``render/dynamics.py``): the piece
     ``score`` writes."""
     import copy
 
     from cuecraft.render.arrange import arrange
-    from cuecraft.render.dynamics import arousal_level_shift, follow_intensity, ride_intensity
+    from cuecraft.render.dynamics import arousal_level_shift, follow_intensity, match_level, ride_intensity
 
     model_parts = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
+    match_level(model_parts, controls.intensity, lead=model_parts[:1])  # tokens_to_midi: melody, harmony
     follow_intensity(model_parts, controls.intensity)
     beat = controls.beat[controls.beat[:, 0] < duration]
     plan = in_key_of(plan, [note for part in model_parts for note in part.notes])

@@ -2,12 +2,22 @@
 the whole mix checked against intensity and arousal by the controls' own measures.
 
 The training corpus has no dynamics (a piece stays within about 1 dB of one level once it
-sounds), so the symbolic model learns the *level* of a request, through its velocity tokens
-and its texture, but hardly its changes within a piece. A performer would shape them; this
-layer does, as the arrangement does for drums and bass: each note's velocity moves by the
-intensity's distance from its median over the sounding part, at the arrangement's slope.
-The model's own choice of level and texture stays; only the changes around it are added.
-Where the request is silence, the notes fade to the quietest velocity.
+sounds), and the shipped model's velocities do not follow the requested intensity at all: it
+copies the velocity of the notes before, and its first is drawn whatever the request
+(teacher-forced, +6 dB moves its expected velocity by 0.002, and a crop's first by 0.17, of
+127; ``evaluation/sensitivity.py``). So the level of its notes was the seed's: on the bundled
+example, from 6 to 17 dB above the video's quiet request, and up to 15 dB louder than the drums
+and bass, which the arrangement plays at the request.
+
+:func:`match_level` sets that level: one gain for all the model's notes, so that its melody's
+intensity, by the controls' own measure (the definition the model's training controls are),
+sits at the request's median. The melody, not melody and harmony together: the arrangement
+plays at the request too, and a dense harmony set to it would have put the melody under the
+bass (on the example, seed 0, its RMS 2.5 dB below the bass's; with the melody as the lead,
+from 1.0 dB below to 3.6 dB above, seeds 0-3). The harmony keeps its relation to the melody, as the model wrote it. :func:`follow_intensity` then shapes the changes, as a performer would and as
+the arrangement does for drums and bass: each note's velocity moves by the intensity's distance
+from its median over the sounding part, at the arrangement's slope. Where the request is
+silence, the notes fade to the quietest velocity.
 
 :func:`ride_intensity` then closes the loop over the whole mix (model, drums and bass), as
 an engineer rides a fader: the mix's own intensity, measured by the very definition the
@@ -32,11 +42,49 @@ import pretty_midi
 from cuecraft.controls.resample import sample_linear
 from cuecraft.render.arrange import VELOCITY_DB_SLOPE
 
+MAX_LEVEL_DB = 20.0     # the most match_level moves the model's notes; the shipped model's seeds needed 5-16 dB
 SOUNDING_DB = -60.0     # intensity below this is a request for silence, not a level to play around
 MAX_BOOST_DB = 12.0     # the most a note is raised above the model's level, in control dB
 RIDE_WINDOW = 1.0       # seconds the mix's intensity is measured over (the controls' own window)
 RIDE_MAX_DB = 6.0       # the most the fader ride moves a note; more would override the music's own accents
 AROUSAL_DEADBAND = 0.05  # requests this close to neutral are not corrected
+
+
+def match_level(instruments: list[pretty_midi.Instrument], intensity: np.ndarray | None, *,
+                lead: list[pretty_midi.Instrument] | None = None, max_db: float = MAX_LEVEL_DB) -> float:
+    """Scale every velocity of ``instruments``, in place, by one gain, so that the intensity of
+    ``lead`` (default: all of ``instruments``; ``note_intensity_db``, over the time they sound) has
+    the median of the ``intensity`` control (``[T, 2]`` seconds, dB) there. The gain is at most
+    ``max_db`` either way; velocities stay in 1..127.
+
+    Returns the gain in dB (0 without an intensity control, notes, or a sounding request).
+    """
+    from cuecraft.controls.from_midi import note_intensity_db
+
+    notes = [note for instrument in instruments for note in instrument.notes]
+    lead = instruments if lead is None else lead
+    led = [note for instrument in lead for note in instrument.notes]
+    if intensity is None or len(intensity) == 0 or not led:
+        return 0.0
+    begin, end = min(note.start for note in led), max(note.end for note in led)
+    span = np.arange(begin, end, 0.1)
+    requested = sample_linear(intensity, span)[:, 0]
+    produced = note_intensity_db(pretty_midi_of(lead), span)
+    sounding = (requested > SOUNDING_DB) & (produced > SOUNDING_DB)
+    if not sounding.any():
+        return 0.0
+    gain_db = float(np.clip(np.median(requested[sounding]) - np.median(produced[sounding]), -max_db, max_db))
+    gain = 10.0 ** (gain_db / 20.0)  # the measure is in power of (velocity / 127): velocity dB = measured dB
+    for note in notes:
+        note.velocity = int(np.clip(round(note.velocity * gain), 1, 127))
+    return gain_db
+
+
+def pretty_midi_of(instruments: list[pretty_midi.Instrument]) -> pretty_midi.PrettyMIDI:
+    """A PrettyMIDI holding ``instruments`` (the same objects, not copies)."""
+    pm = pretty_midi.PrettyMIDI()
+    pm.instruments = list(instruments)
+    return pm
 
 
 def follow_intensity(instruments: list[pretty_midi.Instrument], intensity: np.ndarray | None) -> None:
