@@ -4,7 +4,7 @@ the whole mix checked against intensity and arousal by the controls' own measure
 The training corpus has no dynamics (a piece stays within about 1 dB of one level once it
 sounds), and the shipped model's velocities do not follow the requested intensity at all: it
 copies the velocity of the notes before, and its first is drawn whatever the request
-(teacher-forced, +6 dB moves its expected velocity by 0.002, and a crop's first by 0.17, of
+(teacher-forced, +6 dB moves its expected velocity by 0.0015, and a crop's first by 0.17, of
 127; ``evaluation/sensitivity.py``). So the level of its notes was the seed's: on the bundled
 example, from 6 to 17 dB above the video's quiet request, and up to 15 dB louder than the drums
 and bass, which the arrangement plays at the request.
