@@ -6,7 +6,7 @@ sounds), and the shipped model's velocities do not follow the requested intensit
 copies the velocity of the notes before, and its first is drawn whatever the request
 (teacher-forced, +6 dB moves its expected velocity by 0.0015, and a crop's first by 0.17, of
 127; ``evaluation/sensitivity.py``). So the level of its notes was the seed's: on the bundled
-example, from 6 to 17 dB above the video's quiet request, and up to 15 dB louder than the drums
+example, from 5 to 16 dB above the video's quiet request, and up to 15 dB louder than the drums
 and bass, which the arrangement plays at the request.
 
 :func:`match_level` sets that level: one gain for all the model's notes, so that its melody's
