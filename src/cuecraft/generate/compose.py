@@ -118,9 +118,9 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
                      seed: int) -> pretty_midi.PrettyMIDI:
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
     wrote in, with the bass on the model's chords, the model's notes at the requested level and the
-    intensity's changes played as dynamics on them, the whole mix's intensity ridden to the request, and the drums thinned (or
-    filled) where a bar's arousal reads against the request (``render/dynamics.py``): the piece
-    ``score`` writes."""
+    intensity's changes played as dynamics on them, the whole mix's intensity ridden to the
+    request, and the drums thinned (or filled) where a bar's arousal reads against the request
+    (``render/dynamics.py``): the piece ``score`` writes."""
     import copy
 
     from cuecraft.render.arrange import arrange

@@ -14,10 +14,11 @@ intensity, by the controls' own measure (the definition the model's training con
 sits at the request's median. The melody, not melody and harmony together: the arrangement
 plays at the request too, and a dense harmony set to it would have put the melody under the
 bass (on the example, seed 0, its RMS 2.5 dB below the bass's; with the melody as the lead,
-from 1.0 dB below to 3.6 dB above, seeds 0-3). The harmony keeps its relation to the melody, as the model wrote it. :func:`follow_intensity` then shapes the changes, as a performer would and as
-the arrangement does for drums and bass: each note's velocity moves by the intensity's distance
-from its median over the sounding part, at the arrangement's slope. Where the request is
-silence, the notes fade to the quietest velocity.
+from 1.0 dB below to 3.6 dB above, seeds 0-3). The harmony keeps its relation to the melody,
+as the model wrote it. :func:`follow_intensity` then shapes the changes, as a performer would
+and as the arrangement does for drums and bass: each note's velocity moves by the intensity's
+distance from its median over the sounding part, at the arrangement's slope. Where the
+request is silence, the notes fade to the quietest velocity.
 
 :func:`ride_intensity` then closes the loop over the whole mix (model, drums and bass), as
 an engineer rides a fader: the mix's own intensity, measured by the very definition the
