@@ -72,7 +72,7 @@ def _add_analyze(sub) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train", help="train the symbolic model, or the codec model on (video, music) pairs",
-        description="Symbolic config (e.g. configs/symbolic-small-texture.toml, the shipped model): build "
+        description="Symbolic config (e.g. configs/symbolic-small-dynamics.toml, the shipped model): build "
                     "(or reuse) the tokenised corpus, then train the control-guided symbolic LM; needs the "
                     "'train' extra (music21). Codec config (backbone = \"codec\", e.g. configs/codec-tiny.toml): "
                     "MTCV2M's two stages on pair shards from 'cuecraft dataset build' - stage 1 trains the LM "
@@ -80,7 +80,7 @@ def _add_train(sub) -> None:
                     "'train' extras. A killed run resumes from its last checkpoint when started again. Runs on a "
                     "CPU as is, and on GPUs or nodes under 'accelerate launch -m cuecraft train ...' or torchrun.")
     p.add_argument("--config", required=True, metavar="FILE.toml",
-                   help="a preset such as configs/symbolic-small-texture.toml")
+                   help="a preset such as configs/symbolic-small-dynamics.toml")
     p.add_argument("--out", metavar="DIR", help="run folder (default: the config's out_dir)")
     p.add_argument("--steps", type=int, metavar="N", help="symbolic only: override the config's number of steps")
     p.add_argument("--seed", type=int, metavar="N",
