@@ -225,3 +225,39 @@ def test_a_calm_request_thins_the_kit_until_the_scored_piece_reads_calm():
     assert (estimate_emotion(plain, probe)[:, 1] > 0).mean() > 0.8  # the kit alone makes it read aroused
     assert (estimate_emotion(scored, probe)[:, 1] < 0).mean() > 0.8
     assert len(scored.instruments[0].notes) < len(plain.instruments[0].notes) / 2
+
+
+def test_the_model_reads_the_intensity_at_its_own_level_with_every_change_kept():
+    from cuecraft.generate.compose import MODEL_LEVEL_DB, at_model_level
+
+    c = Controls(intensity=[[0.0, -80.0], [1.0, -80.0], [1.5, -30.0], [5.0, -20.0], [9.0, -26.0], [10.0, -80.0]],
+                 duration=10.0)
+    moved = at_model_level(c).intensity
+    sounding = c.intensity[:, 1] > -60.0
+    assert np.array_equal(moved[~sounding], c.intensity[~sounding])  # silence stays silence
+    shift = moved[sounding, 1] - c.intensity[sounding, 1]
+    assert np.allclose(shift, shift[0]) and shift[0] > 0  # one shift: the changes are kept
+    from cuecraft.controls.resample import sample_linear
+    levels = sample_linear(moved, np.arange(0.0, 10.05, 0.1))[:, 0]
+    assert abs(np.median(levels[levels > -60.0]) - MODEL_LEVEL_DB) < 0.3
+    assert at_model_level(Controls(duration=4.0)).intensity is None
+
+
+def test_compose_hands_the_model_the_intensity_at_its_level(monkeypatch, weights):
+    import dataclasses
+
+    from cuecraft.generate import sample
+    from cuecraft.generate.compose import MODEL_LEVEL_DB
+
+    seen = {}
+    real = sample.generate_tokens
+
+    def spy(model, tokenizer, controls, **kwargs):
+        seen["intensity"] = controls.intensity.copy()
+        return real(model, tokenizer, controls, **kwargs)
+
+    monkeypatch.setattr(sample, "generate_tokens", spy)
+    c = dataclasses.replace(controls(), intensity=np.array([[0.0, -34.0], [8.0, -22.0]]))
+    compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, weights=str(weights))
+    shift = MODEL_LEVEL_DB - (-28.0)  # the request's median over time
+    assert np.allclose(seen["intensity"][:, 1], [-34.0 + shift, -22.0 + shift], atol=0.3)
