@@ -130,20 +130,14 @@ def at_model_level(controls: Controls) -> Controls:
     """
     from dataclasses import replace
 
-    from cuecraft.controls.resample import sample_linear
-    from cuecraft.render.dynamics import SOUNDING_DB
+    from cuecraft.render.dynamics import SOUNDING_DB, sounding_median
 
-    intensity = controls.intensity
-    if intensity is None or len(intensity) == 0:
+    median = sounding_median(controls.intensity)
+    if median is None:
         return controls
-    span = np.arange(intensity[0, 0], intensity[-1, 0] + 0.05, 0.1)  # the median over time, however sampled
-    levels = sample_linear(intensity, span)[:, 0]
-    if not (levels > SOUNDING_DB).any():
-        return controls
-    shift = MODEL_LEVEL_DB - float(np.median(levels[levels > SOUNDING_DB]))
-    db = intensity[:, 1]
-    moved = np.where(db > SOUNDING_DB, np.clip(db + shift, SOUNDING_DB + 1.0, 0.0), db)
-    return replace(controls, intensity=np.stack([intensity[:, 0], moved], axis=1))
+    times, db = controls.intensity[:, 0], controls.intensity[:, 1]
+    moved = np.where(db > SOUNDING_DB, np.clip(db + MODEL_LEVEL_DB - median, SOUNDING_DB + 1.0, 0.0), db)
+    return replace(controls, intensity=np.stack([times, moved], axis=1))
 
 
 def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Plan, *, duration: float,

@@ -88,20 +88,26 @@ def pretty_midi_of(instruments: list[pretty_midi.Instrument]) -> pretty_midi.Pre
     return pm
 
 
+def sounding_median(intensity: np.ndarray | None) -> float | None:
+    """The median over time of the ``intensity`` control (``[T, 2]`` seconds, dB) where it asks for
+    sound (above ``SOUNDING_DB``), sampled evenly however the control was; None if it never does."""
+    if intensity is None or len(intensity) == 0:
+        return None
+    span = np.arange(intensity[0, 0], intensity[-1, 0] + 0.05, 0.1)
+    levels = sample_linear(intensity, span)[:, 0]
+    sounding = levels[levels > SOUNDING_DB]
+    return float(np.median(sounding)) if len(sounding) else None
+
+
 def follow_intensity(instruments: list[pretty_midi.Instrument], intensity: np.ndarray | None) -> None:
     """Scale the velocities of ``instruments``' notes, in place, by the ``intensity`` control
     (``[T, 2]`` seconds, dB) at each note's start relative to its median where it sounds.
 
     No change without an intensity control or where it never sounds.
     """
-    if intensity is None or len(intensity) == 0:
+    median = sounding_median(intensity)
+    if median is None:
         return
-    span = np.arange(intensity[0, 0], intensity[-1, 0] + 0.05, 0.1)  # evenly, however it was sampled
-    levels = sample_linear(intensity, span)[:, 0]
-    sounding = levels[levels > SOUNDING_DB]
-    if len(sounding) == 0:
-        return
-    median = float(np.median(sounding))
     for instrument in instruments:
         if not instrument.notes:
             continue

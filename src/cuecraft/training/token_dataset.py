@@ -48,9 +48,9 @@ class TokenDataset:
     tokens and the intensity by the RMS velocity ratio in dB. With ``velocity_walk`` > 0 the
     shift is a random walk over the crop's bars instead (at each ``Bar`` it steps up or down with
     that probability, by 1 to ``velocity_walk_step`` bins, staying in ``velocity_shift``), so the
-    intensity changes within a crop as the velocities do. Valence's register term and arousal's velocity term are
-    adjusted with the crop's mean pitch and velocity, an approximation of re-running the
-    extractors. With chance ``texture_thin`` a crop that has a harmony voice loses it over
+    intensity changes within a crop as the velocities do. Valence's register term and arousal's
+    velocity term are adjusted with the crop's mean pitch and velocity, an approximation of
+    re-running the extractors. With chance ``texture_thin`` a crop that has a harmony voice loses it over
     stretches of bars (:mod:`cuecraft.training.texture`), its controls re-read with the
     extractors, so its intensity changes with its texture; this comes before the other two.
     """
