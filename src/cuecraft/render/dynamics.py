@@ -2,12 +2,14 @@
 the whole mix checked against intensity and arousal by the controls' own measures.
 
 The training corpus has no dynamics (a piece stays within about 1 dB of one level once it
-sounds), and the shipped model's velocities do not follow the requested intensity at all: it
-copies the velocity of the notes before, and its first is drawn whatever the request
-(teacher-forced, +6 dB moves its expected velocity by 0.0015, and a crop's first by 0.17, of
-127; ``evaluation/sensitivity.py``). So the level of its notes was the seed's: on the bundled
-example, from 5 to 16 dB above the video's quiet request, and up to 15 dB louder than the drums
-and bass, which the arrangement plays at the request.
+sounds). The model shipped before the velocity walk did not follow the requested intensity with
+its velocities at all: it copied the velocity of the notes before, and drew its first whatever
+the request (teacher-forced, +6 dB moved its expected velocity by 0.0015, and a crop's first by
+0.17, of 127; ``evaluation/sensitivity.py``). So the level of its notes was the seed's: on the
+bundled example, from 5 to 16 dB above the video's quiet request, and up to 15 dB louder than
+the drums and bass, which the arrangement plays at the request. The shipped model reads the
+intensity, but at the corpus's level (``generate/compose.at_model_level``): the level heard is
+set here.
 
 :func:`match_level` sets that level: one gain for all the model's notes, so that its melody's
 intensity, by the controls' own measure (the definition the model's training controls are),
