@@ -20,8 +20,8 @@ melody
 intensity
     RMS in dBFS (``10 log10`` of the mean square over 0.5 s), clipped to [-80, 0], at 10 Hz.
 emotion
-    Heuristic valence/arousal in [-1, 1] at 2 Hz over 4 s windows; see
-    :func:`controls_from_audio`.
+    Valence/arousal in [-1, 1] at 2 Hz over 4 s windows, on the scale of the note-level
+    definition the model was trained with; see :mod:`cuecraft.controls.audio_emotion`.
 
 Silence: audio whose peak is below -80 dBFS is rejected with a :class:`MediaError`, as
 neither beats nor a melody can be read from it. Audio in which the beat tracker finds
@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import librosa
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 
-from cuecraft.controls.from_midi import MODE_SCALE, change_points, mode_strength
+from cuecraft.controls.audio_emotion import (CQT_BINS_PER_OCTAVE, AudioFrames, EmotionMap, cqt_pitch,
+                                              load_emotion_map, window_features)
+from cuecraft.controls.from_midi import change_points
 from cuecraft.controls.resample import time_base
 from cuecraft.controls.schema import Controls
 from cuecraft.errors import MediaError, ParameterError
@@ -144,28 +146,22 @@ def _beats(onset_env: np.ndarray, low_env: np.ndarray, *, y: np.ndarray, sr: int
     return np.stack([times, position.astype(float)], axis=1), tempo
 
 
-def controls_from_audio(y: np.ndarray, *, sr: int, beats_per_bar: int = 4) -> Controls:
+def controls_from_audio(y: np.ndarray, *, sr: int, beats_per_bar: int = 4,
+                        emotion_map: EmotionMap | None = None) -> Controls:
     """Estimate beat, melody, intensity and emotion controls from mono audio.
 
-    See the module docstring for the beat, melody and intensity definitions. Emotion is a
-    heuristic estimate, not a trained model. For each 4 s window centred on ``t = k/2``::
-
-        valence = voiced * 0.7 * tanh(mode / 0.15) + 0.3 * tanh(log2(centroid / 2000 Hz))
-        arousal = 0.3 * tanh((bpm - 110) / 40) + 0.35 * tanh((dBFS + 25) / 15)
-                  + 0.35 * tanh((onsets_per_s - 3) / 3)
-
-    ``mode`` is :func:`~cuecraft.controls.from_midi.mode_strength` (Krumhansl-Kessler major
-    minus minor correlation) of the window's summed chroma; ``voiced`` the fraction of its
-    frames that are not quiet (mode means nothing in silence); ``centroid`` the
-    RMS-weighted spectral centroid (brightness); ``bpm`` the median beat interval in the
-    window (the global tempo with fewer than 3 beats); ``dBFS`` the window's RMS level;
-    ``onsets_per_s`` the rate of ``librosa.onset.onset_detect`` onsets.
+    See the module docstring for the beat, melody and intensity definitions. Emotion
+    (valence, arousal) is read every 0.5 s over 4 s windows: the window's audio features
+    (:func:`~cuecraft.controls.audio_emotion.window_features`: mode, brightness, register,
+    tempo, level, onset rate, voiced share) go through a linear map fitted to the note-level
+    definition the model was trained with (:mod:`cuecraft.controls.audio_emotion`).
 
     Parameters
     ----------
     y : [n] float audio, at least 1 s
     sr : sample rate of ``y`` in Hz
     beats_per_bar : bar length used for the downbeat estimate
+    emotion_map : the features-to-emotion map (default: the shipped, fitted one)
 
     Returns
     -------
@@ -179,6 +175,35 @@ def controls_from_audio(y: np.ndarray, *, sr: int, beats_per_bar: int = 4) -> Co
     MediaError
         If the audio is silent (peak below -80 dBFS).
     """
+    analysis = _analyse(y, sr=sr, beats_per_bar=beats_per_bar)
+    emotion_times = time_base(duration=analysis.duration, rate=EMOTION_RATE)
+    features = window_features(analysis.frames, emotion_times, window=EMOTION_WINDOW, duration=analysis.duration)
+    emotion = np.column_stack([emotion_times, (emotion_map or load_emotion_map())(features)])
+    source = {name: "audio analysis" for name in ("beat", "melody", "intensity", "emotion")}
+    if analysis.beat is None:
+        del source["beat"]
+    return Controls(beat=analysis.beat, melody=analysis.melody, intensity=analysis.intensity, emotion=emotion,
+                    beats_per_bar=int(beats_per_bar), duration=analysis.duration, source=source)
+
+
+def emotion_features(y: np.ndarray, *, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(times [T], features [T, F])``: the emotion features :func:`controls_from_audio` maps to
+    valence and arousal, at its emotion times (for fitting the map)."""
+    analysis = _analyse(y, sr=sr, beats_per_bar=4)
+    times = time_base(duration=analysis.duration, rate=EMOTION_RATE)
+    return times, window_features(analysis.frames, times, window=EMOTION_WINDOW, duration=analysis.duration)
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    beat: np.ndarray | None
+    melody: np.ndarray
+    intensity: np.ndarray
+    frames: AudioFrames
+    duration: float
+
+
+def _analyse(y: np.ndarray, *, sr: int, beats_per_bar: int) -> _Analysis:
     sr = _check_sr(sr)
     if isinstance(beats_per_bar, bool) or not isinstance(beats_per_bar, (int, np.integer)) \
             or not 1 <= beats_per_bar <= 16:
@@ -200,7 +225,10 @@ def controls_from_audio(y: np.ndarray, *, sr: int, beats_per_bar: int = 4) -> Co
     beat, tempo = _beats(onset_env, low_env, y=y, sr=sr, duration=duration, beats_per_bar=int(beats_per_bar))
 
     power = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0, :n].astype(np.float64) ** 2
-    chroma = librosa.feature.chroma_cqt(y=y, sr=sr, hop_length=HOP, norm=None)[:, :n]  # [12, n]
+    # chroma_cqt's own constant-Q spectrum, kept for the register feature.
+    cqt = np.abs(librosa.cqt(y, sr=sr, hop_length=HOP, n_bins=7 * CQT_BINS_PER_OCTAVE,
+                             bins_per_octave=CQT_BINS_PER_OCTAVE, tuning=None))
+    chroma = librosa.feature.chroma_cqt(C=cqt, sr=sr, hop_length=HOP, norm=None)[:, :n]  # [12, n]
     centroid = librosa.feature.spectral_centroid(S=spec, sr=sr)[0, :n]
     loudest_db = 10 * np.log10(power.max() + 1e-20)
     frame_quiet = 10 * np.log10(power + 1e-20) < max(QUIET_DB, loudest_db - QUIET_BELOW_LOUDEST_DB)
@@ -220,34 +248,11 @@ def controls_from_audio(y: np.ndarray, *, sr: int, beats_per_bar: int = 4) -> Co
     smooth_db = 10 * np.log10(_pool(smooth_power[:, None], frame_times, len(times), FRAME_RATE)[:, 0] + 1e-20)
     intensity = np.stack([times, np.clip(smooth_db, -80.0, 0.0)], axis=1)
 
-    # Emotion at 2 Hz over 4 s windows.
     onsets = librosa.onset.onset_detect(onset_envelope=onset_env, sr=sr, hop_length=HOP, units="time")
-    beat_times = beat[:, 0] if beat is not None else np.zeros(0)
-    emotion_times = time_base(duration=duration, rate=EMOTION_RATE)
-    emotion = np.empty((len(emotion_times), 3))
-    for k, t in enumerate(emotion_times):
-        lo, hi = max(0.0, t - EMOTION_WINDOW / 2), min(duration, t + EMOTION_WINDOW / 2)
-        sel = (frame_times >= lo) & (frame_times < hi)
-        if not sel.any():
-            sel = np.abs(frame_times - t) == np.abs(frame_times - t).min()
-        voiced = 1.0 - frame_quiet[sel].mean()
-        mode = float(mode_strength(chroma[:, sel].sum(axis=1)))
-        bright = float(np.sum(centroid[sel] * power[sel]) / (np.sum(power[sel]) + 1e-20))
-        valence = voiced * 0.7 * math.tanh(mode / MODE_SCALE) + 0.3 * math.tanh(math.log2(max(bright, 1.0) / 2000))
-        in_window = beat_times[(beat_times >= lo) & (beat_times < hi)]
-        bpm = 60.0 / float(np.median(np.diff(in_window))) if len(in_window) >= 3 else tempo
-        level = 10 * math.log10(float(power[sel].mean()) + 1e-20)
-        rate = np.sum((onsets >= lo) & (onsets < hi)) / max(hi - lo, 1e-3)
-        arousal = (0.3 * math.tanh((bpm - 110) / 40) + 0.35 * math.tanh((level + 25) / 15)
-                   + 0.35 * math.tanh((rate - 3) / 3))
-        emotion[k] = (t, valence, arousal)
-    emotion[:, 1:] = np.clip(emotion[:, 1:], -1.0, 1.0)
-
-    source = {name: "audio analysis" for name in ("beat", "melody", "intensity", "emotion")}
-    if beat is None:
-        del source["beat"]
-    return Controls(beat=beat, melody=melody, intensity=intensity, emotion=emotion,
-                    beats_per_bar=int(beats_per_bar), duration=duration, source=source)
+    frames = AudioFrames(times=frame_times, power=power, chroma=chroma, pitch=cqt_pitch(cqt[:, :n]),
+                         centroid=centroid, quiet=frame_quiet, onsets=np.asarray(onsets, dtype=float),
+                         beats=beat[:, 0] if beat is not None else np.zeros(0), tempo=tempo)
+    return _Analysis(beat=beat, melody=melody, intensity=intensity, frames=frames, duration=duration)
 
 
 def load_reference_audio(path: str | os.PathLike, *, max_duration: float | None = None) -> Controls:
