@@ -261,3 +261,18 @@ def test_compose_hands_the_model_the_intensity_at_its_level(monkeypatch, weights
     compose(c, make_plan(c, cuts=[], duration=8.0, seed=0), duration=8.0, seed=0, weights=str(weights))
     shift = MODEL_LEVEL_DB - (-28.0)  # the request's median over time
     assert np.allclose(seen["intensity"][:, 1], [-34.0 + shift, -22.0 + shift], atol=0.3)
+
+
+def test_the_scored_piece_rests_where_the_intensity_asks_for_silence(weights):
+    from cuecraft.render.dynamics import silent_spans
+
+    c = controls()
+    c = Controls(beat=c.beat, intensity=np.array([[0.0, -20.0], [3.9, -20.0], [4.0, -80.0], [4.4, -80.0],
+                                                  [4.5, -20.0], [8.0, -20.0]]), duration=8.0)
+    (start, end), = silent_spans(c.intensity)
+    plan = make_plan(c, cuts=[], duration=8.0, seed=0)
+    for backbone in ("symbolic", "arrangement"):
+        pm = compose(c, plan, duration=8.0, seed=0, backbone=backbone, weights=str(weights))
+        notes = [n for i in pm.instruments for n in i.notes]
+        assert notes and not [n for n in notes if n.end > start and n.start < end]
+        assert [n for n in notes if n.start >= end] and [n for n in notes if n.end <= start]

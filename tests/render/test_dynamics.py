@@ -193,3 +193,57 @@ def test_match_level_measures_the_lead_and_moves_every_part():
     times = np.arange(1.0, 15.0, 0.1)
     assert abs(np.median(note_intensity_db(pretty_midi_of([melody]), times)) + 24.0) < 0.5
     assert {n.velocity for n in harmony.notes} == {round(80 * 10 ** (gain / 20))}  # the same gain
+
+
+def test_silent_spans_where_the_curve_crosses_the_threshold():
+    from cuecraft.render.dynamics import SOUNDING_DB, silent_spans
+
+    # -80 at 2.0-2.2 s between -20 dB points 0.1 s away: the line crosses -60 dB 2/3 of the way down.
+    rest = np.array([[0.0, -20.0], [1.9, -20.0], [2.0, -80.0], [2.2, -80.0], [2.3, -20.0], [6.0, -20.0]])
+    assert np.allclose(silent_spans(rest), [[1.9 + 0.1 * 40 / 60, 2.3 - 0.1 * 40 / 60]])
+    # A lead-in and an ending run to the ends; a silent point between sounding ones is a short span.
+    edges = np.array([[0.0, -80.0], [1.0, -80.0], [1.5, -20.0], [3.0, -20.0], [3.2, -80.0], [3.4, -20.0],
+                      [6.0, -20.0], [6.5, -80.0]])
+    spans = silent_spans(edges)
+    assert spans.shape == (3, 2) and spans[0, 0] == -np.inf and spans[-1, 1] == np.inf
+    assert np.allclose(spans[:, 1][:2], [1.0 + 0.5 * 20 / 60, 3.2 + 0.2 * 20 / 60])
+    assert SOUNDING_DB == -60.0
+    assert len(silent_spans(np.array([[0.0, -20.0], [5.0, -10.0]]))) == 0 and len(silent_spans(None)) == 0
+
+
+def test_music_rests_where_silence_is_asked_for_and_nowhere_else():
+    from cuecraft.evaluation.adherence import rms_db
+    from cuecraft.render.dynamics import rest_where_silent, silent_spans
+
+    drums = pretty_midi.Instrument(program=0, is_drum=True)
+    drums.notes = [pretty_midi.Note(velocity=60, pitch=42, start=t, end=t + 0.1) for t in np.arange(0, 8, 0.25)]
+    pm = pretty_midi_of([steady_melody(8.0), drums])
+    rest = np.array([[0.0, -20.0], [3.4, -20.0], [3.5, -80.0], [4.5, -80.0], [4.6, -20.0], [8.0, -20.0]])
+    (start, end), = silent_spans(rest)
+
+    def notes(where=lambda n: True):
+        return {(k, n.start, n.end, n.pitch) for k, i in enumerate(pm.instruments) for n in i.notes if where(n)}
+
+    outside, into = notes(lambda n: n.end <= start or n.start >= end), notes(lambda n: n.start < start < n.end)
+    before = len(notes())
+    changed = rest_where_silent(pm, rest)
+    assert 0 < before - len(notes()) <= changed and into
+    assert outside <= notes()  # the notes clear of the rest are untouched
+    assert {(k, a, pitch) for k, a, b, pitch in into} <= {(k, a, pitch) for k, a, b, pitch in notes()}
+    for instrument in pm.instruments:
+        assert all(n.end <= start or n.start >= end for n in instrument.notes)  # one sounding into it ends there
+        assert all(n.end - n.start >= 0.05 for n in instrument.notes)
+    # Heard: the middle of the rest is silent, the music on either side is not.
+    level = rms_db(render_midi(pm, sample_rate=SR, soundfont=DEFAULT_SOUNDFONT, duration=8.0), sr=SR,
+                   times=np.array([2.0, (start + end) / 2, 6.0]), window=0.2)
+    assert level[1] < -60.0 and level[0] > -40.0 and level[2] > -40.0
+
+
+def test_rest_where_silent_leaves_music_without_silence_requests_alone():
+    from cuecraft.render.dynamics import rest_where_silent
+
+    pm = pretty_midi_of([steady_melody(4.0)])
+    notes = [(n.start, n.end) for n in pm.instruments[0].notes]
+    assert rest_where_silent(pm, np.array([[0.0, -40.0], [4.0, -10.0]])) == 0
+    assert rest_where_silent(pm, None) == 0
+    assert [(n.start, n.end) for n in pm.instruments[0].notes] == notes

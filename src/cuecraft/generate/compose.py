@@ -105,7 +105,11 @@ def compose(controls: Controls, plan: Plan, *, duration: float, seed: int, backb
     if backbone not in BACKBONES:
         raise ParameterError(f"backbone = {backbone!r}: must be one of {', '.join(BACKBONES)}")
     if backbone == "arrangement":
-        return arrange(controls, plan, duration=duration, seed=seed)
+        from cuecraft.render.dynamics import rest_where_silent
+
+        pm = arrange(controls, plan, duration=duration, seed=seed)
+        rest_where_silent(pm, controls.intensity)
+        return pm
     from cuecraft.generate.sample import SamplingConfig, generate_tokens, tokens_to_midi
     from cuecraft.models.backbones.symbolic import load_symbolic
 
@@ -145,12 +149,13 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
     """The model's ``music`` (melody, harmony) over the drum/bass arrangement, in the key the model
     wrote in, with the bass on the model's chords, the model's notes at the requested level and the
     intensity's changes played as dynamics on them, the whole mix's intensity ridden to the
-    request, and the drums thinned (or filled) where a bar's arousal reads against the request
-    (``render/dynamics.py``): the piece ``score`` writes."""
+    request, the drums thinned (or filled) where a bar's arousal reads against the request, and
+    rests where the intensity asks for silence (``render/dynamics.py``): the piece ``score`` writes."""
     import copy
 
     from cuecraft.render.arrange import arrange
-    from cuecraft.render.dynamics import arousal_level_shift, follow_intensity, match_level, ride_intensity
+    from cuecraft.render.dynamics import (arousal_level_shift, follow_intensity, match_level, ride_intensity,
+                                          rest_where_silent)
 
     model_parts = copy.deepcopy(music.instruments)  # the caller's music keeps its velocities
     match_level(model_parts, controls.intensity, lead=model_parts[:1])  # tokens_to_midi: melody, harmony
@@ -173,6 +178,7 @@ def with_arrangement(music: pretty_midi.PrettyMIDI, controls: Controls, plan: Pl
         if not more.any():
             break
         shift = shift + more
+    rest_where_silent(scored, controls.intensity)
     return scored
 
 

@@ -30,6 +30,12 @@ is compared with the request at each note, and the note's velocity moves by the 
 where the notes' density made it stray (a dense passage under a flat request, a thin one
 under a rise). It is written into the MIDI, so the dynamics stay editable.
 
+:func:`rest_where_silent` honours a request for silence (intensity at or below ``SOUNDING_DB``):
+nothing starts in it and nothing sounds on into it, drums and bass included. Before it, the
+music played on through a requested rest (the arrangement's drums at their quietest velocity,
+the model's notes faded), and on held-out pieces with such rests a single rest decided most of
+the intensity correlation.
+
 :func:`arousal_level_shift` closes the same kind of loop for arousal: the drum kit's density
 (chosen from intensity, pushed by arousal) can make a calm request sound busy, or leave an
 excited one flat, once the model's notes are over it. It reads the arousal of each bar of the
@@ -51,6 +57,7 @@ MAX_BOOST_DB = 12.0     # the most a note is raised above the model's level, in 
 RIDE_WINDOW = 1.0       # seconds the mix's intensity is measured over (the controls' own window)
 RIDE_MAX_DB = 6.0       # the most the fader ride moves a note; more would override the music's own accents
 AROUSAL_DEADBAND = 0.05  # requests this close to neutral are not corrected
+SHORTEST_NOTE = 0.05    # seconds: a note cut shorter than this by a requested silence is dropped
 
 
 def match_level(instruments: list[pretty_midi.Instrument], intensity: np.ndarray | None, *,
@@ -156,6 +163,62 @@ def ride_intensity(pm: pretty_midi.PrettyMIDI, intensity: np.ndarray | None, *, 
     gains = 10.0 ** (change / 20.0)  # the measure is in power of (velocity / 127): velocity dB = measured dB
     for note, gain in zip(notes, gains):
         note.velocity = int(np.clip(round(note.velocity * gain), 1, 127))
+
+
+def silent_spans(intensity: np.ndarray | None) -> np.ndarray:
+    """``[K, 2]`` (start, end) seconds where the ``intensity`` control (``[T, 2]`` seconds, dB, read
+    linearly between its points as everything reads it) is at or below ``SOUNDING_DB``: requests for
+    silence. A span starts and ends where the curve crosses ``SOUNDING_DB``; one reaching the first
+    or last point runs from -inf or to +inf (the control holds its end values).
+
+    Read literally, not widened: intensity is a measure over a window (``note_intensity_db``, 1 s),
+    so a piece's rest of 1.3 s reads as -80 dB over only its middle 0.3 s, and "silence at t" could
+    be taken as "nothing within half a window of t". Widened so, the scored held-out pieces
+    followed intensity worse (r 0.79 against 0.83 literally, 80 pieces): it also silenced the
+    edges of the rest, where the request still asks for sound."""
+    if intensity is None or len(intensity) == 0:
+        return np.zeros((0, 2))
+    times, db = intensity[:, 0], intensity[:, 1]
+    silent = db <= SOUNDING_DB
+    edges = np.diff(silent.astype(int))
+    starts, ends = list(np.flatnonzero(edges == 1) + 1), list(np.flatnonzero(edges == -1))
+    if silent[0]:
+        starts.insert(0, 0)
+    if silent[-1]:
+        ends.append(len(times) - 1)
+
+    def crossing(a: int, b: int) -> float:  # where the line from point a (sounding) to b (silent) meets the threshold
+        return float(times[a] + (SOUNDING_DB - db[a]) / (db[b] - db[a]) * (times[b] - times[a]))
+
+    spans = [(-np.inf if i == 0 else crossing(i - 1, i), np.inf if j == len(times) - 1 else crossing(j + 1, j))
+             for i, j in zip(starts, ends)]
+    return np.array(spans, dtype=float).reshape(-1, 2)
+
+
+def rest_where_silent(pm: pretty_midi.PrettyMIDI, intensity: np.ndarray | None, *,
+                      shortest: float = SHORTEST_NOTE) -> int:
+    """Let ``pm`` rest, in place, where the ``intensity`` control asks for silence (:func:`silent_spans`):
+    notes starting in a silent span are removed, notes sounding into one end where it starts (removed
+    if less than ``shortest`` seconds would be left). Drums included. Returns how many notes were
+    removed or shortened."""
+    spans = silent_spans(intensity)
+    if not len(spans):
+        return 0
+    changed = 0
+    for instrument in pm.instruments:
+        kept = []
+        for note in instrument.notes:
+            # The first span ending after the note starts is the only one it can start in or run into.
+            k = int(np.searchsorted(spans[:, 1], note.start, side="right"))
+            if k == len(spans) or note.end <= spans[k, 0]:
+                kept.append(note)
+                continue
+            changed += 1
+            if spans[k, 0] - note.start >= shortest:
+                note.end = float(spans[k, 0])
+                kept.append(note)
+        instrument.notes = kept
+    return changed
 
 
 def arousal_level_shift(pm: pretty_midi.PrettyMIDI, emotion: np.ndarray | None, beat_times: np.ndarray,
