@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cuecraft.controls.audio_emotion import FEATURES, HAND_SET, EmotionMap, save_emotion_map
+from cuecraft.io.files import OutputSet
 
 SR = 22050
 MAX_SECONDS = 30.0
@@ -140,8 +141,11 @@ def main(argv: list[str] | None = None) -> None:
                            "bias": emotion_map.bias.round(4).tolist()}}
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    save_emotion_map(emotion_map, out / "map.safetensors", metadata={"fit": summary["held_out"]["fitted"]})
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    # The map and the figures that describe it land together or not at all.
+    with OutputSet({"map": out / "map.safetensors", "summary": out / "summary.json"}, overwrite=True) as outputs:
+        save_emotion_map(emotion_map, outputs.temp("map"), metadata={"fit": summary["held_out"]["fitted"]})
+        outputs.temp("summary").write_text(json.dumps(summary, indent=1) + "\n")
+        outputs.commit()
     print(json.dumps(summary["held_out"], indent=1))
 
 
