@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from cuecraft.controls.audio_emotion import FEATURES, HAND_SET, EmotionMap, load_emotion_map
+from cuecraft.controls.audio_emotion import FEATURES, EmotionMap, load_emotion_map
 from cuecraft.models.tokenizer import MusicTokenizer
 from cuecraft.training.corpus import build_corpus
 from cuecraft.training.emotion_fit import _split_pieces, agreement, examples, fit, main, piece_examples
@@ -61,14 +61,40 @@ def test_examples_are_the_same_for_the_same_seed(pieces):
     assert a[2] == b[2] and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-def test_the_shipped_map_reads_real_music_closer_to_the_note_definition_than_the_hand_set_rule(pieces):
-    """On real corpus pieces rendered here, in both textures (melody alone and over the arrangement)."""
+def test_the_shipped_map_reads_real_music_in_step_with_the_note_definition(pieces):
+    """On real corpus pieces rendered here (random instruments, half over the arrangement), the shipped
+    map's readings rise and fall with the notes' own valence and arousal. Ten pieces are too few to
+    rank it against the hand-set rule (that is the fit's held-out report, checked below); features
+    read at the wrong times or in the wrong order would break this."""
     features, targets, used = examples(MusicTokenizer(), pieces, seed=11, progress=False)
     assert used >= 6
-    fitted, hand = agreement(load_emotion_map(), features, targets), agreement(HAND_SET, features, targets)
-    assert abs(fitted["arousal"]["bias"]) < abs(hand["arousal"]["bias"])
-    for dimension in ("valence", "arousal"):
-        assert fitted[dimension]["mae"] < hand[dimension]["mae"]
+    fitted = agreement(load_emotion_map(), features, targets)
+    assert fitted["valence"]["r"] > 0.5 and fitted["arousal"]["r"] > 0.2
+    assert abs(fitted["valence"]["bias"]) < 0.2 and abs(fitted["arousal"]["bias"]) < 0.2
+
+
+def test_instruments_are_drawn_unless_the_models_own_are_kept(pieces, monkeypatch):
+    import cuecraft.render.synth as synth
+    from cuecraft.models.tokenizer import HARMONY_PROGRAM, MELODY_PROGRAM
+    from cuecraft.training.emotion_fit import PROGRAMS
+
+    heard = []
+    render = synth.render_midi
+
+    def recording(pm, **kwargs):
+        heard.append({i.program for i in pm.instruments if not i.is_drum and i.notes and "arrangement" not in i.name})
+        return render(pm, **kwargs)
+
+    monkeypatch.setattr(synth, "render_midi", recording)
+    tokenizer = MusicTokenizer()
+    for k, ids in enumerate(pieces[:6]):
+        piece_examples(tokenizer, ids, np.random.default_rng(k))
+    drawn = set().union(*heard)
+    assert drawn <= set(PROGRAMS) and len(drawn) >= 3
+    heard.clear()
+    for k, ids in enumerate(pieces[:3]):
+        piece_examples(tokenizer, ids, np.random.default_rng(k), programs=None)
+    assert heard and set().union(*heard) <= {MELODY_PROGRAM, HARMONY_PROGRAM}
 
 
 def test_main_writes_a_map_that_loads(corpus, tmp_path, capsys, monkeypatch):

@@ -4,20 +4,23 @@ The emotion controls the model was trained with are defined on notes
 (:func:`cuecraft.controls.from_midi.estimate_emotion`: mode, register, tempo, onset rate,
 velocity). Audio has no notes, so here a handful of audio features per window are mapped
 linearly onto that definition. The map is fitted, not set by hand: ``training/emotion_fit.py``
-renders training-split corpus pieces (at random tempi and levels, half of them over the
-drum/bass arrangement), reads both definitions on each, and fits the map by ridge least
-squares; the fit's held-out figures are in ``assets/audio-emotion/summary.json``.
+renders training-split corpus pieces (at random tempi and levels, each part on a random
+instrument, half of them over the drum/bass arrangement), reads both definitions on each, and fits
+the map by ridge least squares; the fit's held-out figures are in ``assets/audio-emotion/summary.json``.
 
-Why a fitted map: the hand-set rule used before read the rendered held-out pieces with an
-arousal 0.25 higher on average than their notes give (sign agreement 0.57), and a valence 0.14
-lower. So a reference audio track handed the model emotion controls on another scale than it was
-trained on, and ``cuecraft evaluate`` read calm music as aroused. The fitted map: mean
-differences +0.02 and +0.00, arousal sign agreement 0.78 (100 held-out pieces).
-:data:`HAND_SET` keeps that rule, expressed over the same features, for comparison. The register
-feature is new with the fit (without it, held-out valence r 0.84 instead of 0.90); a second,
+Why a fitted map: the hand-set rule used before read the held-out pieces, played on the model's
+own instruments, with an arousal 0.25 higher on average than their notes give (sign agreement
+0.57), and a valence 0.14 lower. So a reference audio track handed the model emotion controls on
+another scale than it was trained on, and ``cuecraft evaluate`` read calm music as aroused. The
+fitted map on the same pieces: +0.09 and +0.00, arousal sign agreement 0.72. On other instruments
+the rule is less far off (+0.11, 0.70) and the map still closer (0.00, 0.73). A map fitted on the
+model's instruments alone read those best (+0.02, 0.78) but other instruments worse than the rule
+(arousal r 0.55 against 0.62): it had learned one timbre's brightness and level.
+:data:`HAND_SET` keeps the rule, expressed over the same features, for comparison. The register
+feature is new with the fit (without it, held-out valence r 0.74 instead of 0.83); a second,
 more sensitive onset rate and a tempogram tempo were tried as well and left out, as they did not
-help on the held-out pieces (arousal r 0.706 with them, 0.713 without, before
-``render/dynamics.rest_where_silent`` changed the arranged pieces).
+help on the held-out pieces (arousal r 0.706 with them, 0.713 without, in an earlier fit on the
+model's instruments).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
 The model's emotion controls are defined on notes (``controls/from_midi.estimate_emotion``);
 reading them from audio (a reference track, ``cuecraft evaluate``) has to land on the same scale.
 Each piece from the corpus's train split is decoded at a random tempo (60-160 BPM) with its
-velocities scaled by a random gain (-12 to +6 dB), laid over the drum/bass arrangement half of
+velocities scaled by a random gain (-12 to +6 dB), each part on a random instrument
+(``PROGRAMS``), laid over the drum/bass arrangement half of
 the time (the music ``score`` writes has drums; the corpus has none), rendered with the default
 SoundFont, and read both ways every 0.5 s: the audio features
 (``controls/from_audio.emotion_features``) and the note-level valence and arousal. The map is the
@@ -30,11 +31,17 @@ SR = 22050
 MAX_SECONDS = 30.0
 MIN_SECONDS = 8.0
 RIDGE = 1e-3  # per example; the features are all of order 1
+# Each part is played by one of these General MIDI programs (0-based), drawn per piece and part, so
+# that the map does not learn one timbre's brightness and level: fitted on the model's own flute
+# and piano alone, it read a plain piano piece 0.5 calmer than its notes.
+PROGRAMS = (0, 4, 19, 24, 40, 48, 56, 68, 71, 73)  # pianos, organ, guitar, violin, strings, trumpet, oboe, clarinet, flute
 
 
-def piece_examples(tokenizer, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+def piece_examples(tokenizer, ids: np.ndarray, rng: np.random.Generator, *,
+                   programs: tuple[int, ...] | None = PROGRAMS) -> tuple[np.ndarray, np.ndarray] | None:
     """``(features [T, F], note-level emotion [T, 2])`` of one corpus piece made as the module
-    docstring says, or None if it is shorter than ``MIN_SECONDS``."""
+    docstring says, or None if it is shorter than ``MIN_SECONDS``. ``programs=None`` keeps the
+    instruments the model's music is played on (``tokenizer.decode``'s)."""
     from cuecraft.controls.from_audio import emotion_features
     from cuecraft.controls.from_midi import controls_from_midi, estimate_emotion
     from cuecraft.render.synth import DEFAULT_SOUNDFONT, render_midi
@@ -46,6 +53,8 @@ def piece_examples(tokenizer, ids: np.ndarray, rng: np.random.Generator) -> tupl
     duration = min(MAX_SECONDS, end)
     gain = 10.0 ** (rng.uniform(-12.0, 6.0) / 20.0)
     for instrument in pm.instruments:
+        if programs is not None:
+            instrument.program = int(rng.choice(programs))
         for note in instrument.notes:
             note.velocity = int(np.clip(round(note.velocity * gain), 1, 127))
     arranged = bool(rng.random() < 0.5)
@@ -64,15 +73,16 @@ def piece_examples(tokenizer, ids: np.ndarray, rng: np.random.Generator) -> tupl
     return features[keep], estimate_emotion(pm, times[keep])
 
 
-def examples(tokenizer, pieces: list[np.ndarray], *, seed: int, progress: bool = True,
-             desc: str = "pieces") -> tuple[np.ndarray, np.ndarray, int]:
-    """Stacked ``(features, targets, pieces used)`` of ``pieces`` (token arrays)."""
+def examples(tokenizer, pieces: list[np.ndarray], *, seed: int, progress: bool = True, desc: str = "pieces",
+             programs: tuple[int, ...] | None = PROGRAMS) -> tuple[np.ndarray, np.ndarray, int]:
+    """Stacked ``(features, targets, pieces used)`` of ``pieces`` (token arrays); ``programs`` as in
+    :func:`piece_examples`."""
     from tqdm.auto import tqdm
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for ids in tqdm(pieces, desc=desc, disable=not progress):
-        made = piece_examples(tokenizer, ids, rng)
+        made = piece_examples(tokenizer, ids, rng, programs=programs)
         if made is not None and len(made[0]):
             xs.append(made[0])
             ys.append(made[1])
