@@ -130,13 +130,19 @@ def save_emotion_map(emotion_map: EmotionMap, path: str | os.PathLike, *, metada
 
 
 def load_emotion_map(path: str | os.PathLike | None = None) -> EmotionMap:
-    """The map in ``path`` (default: the shipped one); a file of other features or shapes is refused."""
+    """The map in ``path`` (default: the shipped one, read once per process); a file of other features
+    or shapes is refused."""
+    global _SHIPPED_MAP
+    if path is None:
+        if _SHIPPED_MAP is None:
+            _SHIPPED_MAP = _read_emotion_map(SHIPPED)
+        return _SHIPPED_MAP
+    return _read_emotion_map(Path(path))
+
+
+def _read_emotion_map(path: Path) -> EmotionMap:
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path) if path is not None else SHIPPED
-    key = str(path)
-    if key in _LOADED:
-        return _LOADED[key]
     if not path.is_file():
         raise MediaError(f"emotion map '{path}': no such file")
     try:
@@ -151,8 +157,7 @@ def load_emotion_map(path: str | os.PathLike | None = None) -> EmotionMap:
             or not (np.isfinite(weights).all() and np.isfinite(bias).all()):
         raise MediaError(f"emotion map '{path}': weights {weights.shape} / bias {bias.shape} are not "
                          f"(2, {len(FEATURES)}) / (2,) finite values")
-    _LOADED[key] = EmotionMap(weights.astype(float), bias.astype(float))
-    return _LOADED[key]
+    return EmotionMap(weights.astype(float), bias.astype(float))
 
 
-_LOADED: dict[str, EmotionMap] = {}
+_SHIPPED_MAP: EmotionMap | None = None

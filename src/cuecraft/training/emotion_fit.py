@@ -33,7 +33,7 @@ MIN_SECONDS = 8.0
 RIDGE = 1e-3  # per example; the features are all of order 1
 # Each part is played by one of these General MIDI programs (0-based), drawn per piece and part, so
 # that the map does not learn one timbre's brightness and level: fitted on the model's own flute
-# and piano alone, it read a plain piano piece 0.5 calmer than its notes.
+# and piano alone, it read a plain piano piece's arousal as -0.69 where its notes give -0.13.
 PROGRAMS = (0, 4, 19, 24, 40, 48, 56, 68, 71, 73)  # pianos, organ, guitar, violin, strings, trumpet, oboe, clarinet, flute
 
 
